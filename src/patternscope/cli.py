@@ -1,0 +1,264 @@
+"""The ``patternscope`` command: a thin layer over the Python API.
+
+Exit codes: 0 success; 2 a user mistake (bad option, spec, file or data; the message says what to
+fix); 130 interrupted with Ctrl-C (a checkpoint is saved; rerun with ``--resume``); 1 an unexpected
+internal error (a bug: please report it with the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import fields
+
+from ._version import __version__
+from .data import BUNDLED_NAMES, PROXY_NAMES
+from .errors import PatternscopeError
+from .methods.dominant import DEFAULT_STEPS
+from .models import BUNDLED, DEFAULT_MODEL
+from .search import SearchInterrupted
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DATA_HELP = (
+    "a folder of images, an ImageFolder tree (one sub-folder per class), an image file, "
+    f"a bundled set ({', '.join(BUNDLED_NAMES)}) or a generated proxy ({', '.join(PROXY_NAMES)})"
+)
+
+
+def _add_model_options(p: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
+    p.add_argument(
+        "--model",
+        default=default,
+        metavar="SPEC",
+        help=f"model spec: {', '.join(BUNDLED)}, torchvision:NAME, timm:NAME, module.path:Attr or "
+        f"file.py:Attr (default: {default or 'the model the pattern was made for'})",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="state dict to load (.safetensors or .pth, read with weights_only); 'none' for random "
+        "weights; default: the model's own pretrained weights from the local cache",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow weights files that need full unpickling (can run arbitrary code)",
+    )
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let torchvision/timm download missing pretrained weights (off: nothing is downloaded)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patternscope",
+        description="Find, measure and save the input-space patterns that dominate an image classifier. "
+        "Pixel space is [0,1]; eps is L-inf in that space.",
+        epilog="Exit codes: 0 ok, 2 user error (message says what to fix), 130 interrupted (resume with "
+        "--resume), 1 internal error.",
+    )
+    parser.add_argument("--version", action="version", version=f"patternscope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    find = sub.add_parser("find", help="search a pattern for a model")
+    methods = find.add_subparsers(dest="method", required=True, metavar="METHOD")
+    dom = methods.add_parser(
+        "dominant",
+        help="dominant pattern (Ye et al. 2021): a universal, label-free perturbation",
+        description="Search a dominant pattern: a small universal δ such that f(x+δ) is decided by δ. "
+        "Writes pattern.safetensors/.json/.png, metrics.json, examples.png into --out.",
+    )
+    dom.add_argument("--out", required=True, metavar="DIR", help="run folder to write (created if missing)")
+    _add_model_options(dom)
+    dom.add_argument(
+        "--data",
+        action="append",
+        metavar="SOURCE",
+        help=f"search data, repeatable to mix sources: {DATA_HELP} (default: photos and jigsaw)",
+    )
+    dom.add_argument(
+        "--eval-data",
+        metavar="SOURCE",
+        help="held-out evaluation images (default: photos-eval, or a split of your --data folder)",
+    )
+    dom.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="share of the --data folder held out for evaluation when --eval-data is not given (0.2)",
+    )
+    dom.add_argument(
+        "--eval-views",
+        type=int,
+        default=1,
+        choices=(1, 2, 5, 10),
+        help="evaluation crops per image: 1 centre, 2 +mirror, 5 centre+corners, 10 both (default 1)",
+    )
+    dom.add_argument("--eps", default="10/255", help="L-inf budget in [0,1] pixel units, e.g. 10/255 (default)")
+    dom.add_argument("--norm", default="linf", choices=("linf", "l2"), help="budget norm (default linf)")
+    dom.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"search steps (default {DEFAULT_STEPS})")
+    dom.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    dom.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    dom.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (default 1e-5)")
+    dom.add_argument(
+        "--layer",
+        default="logits",
+        help="feature layer g: logits (default), a layer name, or NAME:in for a layer's input "
+        "(list names with `patternscope models --layers SPEC`)",
+    )
+    dom.add_argument("--loss", default="cos", choices=("cos", "kl"), help="1 - cosine (default) or KL")
+    dom.add_argument(
+        "--clip-during-search",
+        action="store_true",
+        help="clip x+δ to [0,1] during the search (the paper does not; evaluation always clips)",
+    )
+    dom.add_argument(
+        "--keep", default="last", choices=("last", "best"), help="save the last δ (default) or the best window's δ"
+    )
+    dom.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop early after this many 10-step windows without improvement (default: never)",
+    )
+    dom.add_argument("--seed", type=int, default=0, help="seed for batches and augmentation (default 0)")
+    dom.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="mixed precision (default off)")
+    dom.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
+    dom.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    dom.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    _add_output_flags(dom)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="measure a saved pattern on a model and images",
+        description="Measure a saved pattern: fooling ratio, dominance, agreement, accuracy, random-noise baselines.",
+    )
+    ev.add_argument("--pattern", required=True, metavar="RUN", help="a run folder or a pattern.safetensors file")
+    _add_model_options(ev, default=None)
+    ev.add_argument(
+        "--data",
+        required=True,
+        metavar="SOURCE",
+        help=f"evaluation images: a folder, an ImageFolder tree, an image file or {BUNDLED_NAMES[1]}",
+    )
+    ev.add_argument("--eval-views", type=int, default=1, choices=(1, 2, 5, 10), help="crops per image (default 1)")
+    ev.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the random-noise baselines (default 0)")
+    ev.add_argument("--out", metavar="DIR", help="also write metrics.json and examples.png here")
+    ev.add_argument("--overwrite", action="store_true", help="replace metrics already in --out")
+    _add_output_flags(ev)
+
+    models = sub.add_parser(
+        "models",
+        help="list the models that can be loaded",
+        description="List loadable models (bundled; with --all also torchvision and timm).",
+    )
+    models.add_argument("--all", action="store_true", help="include every torchvision and timm architecture")
+    models.add_argument("--filter", metavar="PATTERN", help="only specs matching this (wildcards allowed)")
+    models.add_argument("--layers", metavar="SPEC", help="list the layer names of this model for --layer")
+    models.add_argument("--weights", default=None, metavar="FILE", help="weights for --layers (default: its own)")
+    _add_output_flags(models)
+    return parser
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def _cmd_find_dominant(args: argparse.Namespace) -> int:
+    from .runs import FindOptions, find_dominant_run, format_evaluation
+
+    names = {f.name for f in fields(FindOptions)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    opts = FindOptions(**values)
+    log = (lambda _msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))
+    summary = find_dominant_run(opts, progress=not (args.quiet or args.json), log=log)
+    if args.json:
+        print(json.dumps(summary.headline(), indent=2))
+    elif not args.quiet:
+        print(format_evaluation(summary.evaluation))
+        print(f"run folder: {summary.out}")
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .runs import evaluate_run, format_evaluation
+
+    result = evaluate_run(
+        args.pattern,
+        args.data,
+        model_spec=args.model,
+        weights=args.weights,
+        out=args.out,
+        device=args.device,
+        views=args.eval_views,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        trust_pickle=args.trust_pickle,
+        allow_download=args.allow_download,
+        overwrite=args.overwrite,
+    )
+    ev = getattr(result, "evaluation", result)
+    if args.json:
+        print(json.dumps(ev.to_dict(), indent=2))
+    elif not args.quiet:
+        print(format_evaluation(ev))
+    return EXIT_OK
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models, load_model
+
+    if args.layers:
+        model = load_model(args.layers, args.weights)
+        names = model.layer_names()
+        print(json.dumps(names) if args.json else "\n".join(names))
+        return EXIT_OK
+    rows = list_models(args.filter, include_hubs=args.all)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return EXIT_OK
+    width = max((len(r.spec) for r in rows), default=10) + 2
+    for r in rows:
+        print(f"{r.spec:<{width}}{r.source:<13}{r.weights}")
+    if not args.all:
+        print(
+            "\n--all lists every torchvision:NAME and timm:NAME; your own model: module.path:Attr "
+            "or file.py:Attr with --weights FILE"
+        )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``patternscope`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        warnings.simplefilter("ignore")
+    else:
+        warnings.formatwarning = lambda msg, cat, *a, **k: f"patternscope: warning: {msg}\n"
+    handlers = {"find": _cmd_find_dominant, "evaluate": _cmd_evaluate, "models": _cmd_models}
+    try:
+        return handlers[args.command](args)
+    except PatternscopeError as exc:
+        print(f"patternscope: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except SearchInterrupted as exc:
+        print(f"patternscope: {exc}. Run the same command with --resume to continue.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("patternscope: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

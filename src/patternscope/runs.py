@@ -1,0 +1,348 @@
+"""Complete runs: options -> model and data -> search -> pattern -> metrics -> a run folder.
+
+A run folder holds ``config.json`` (the resolved options), ``checkpoint.pt`` (while and after the
+search; ``--resume`` continues from it), ``pattern.safetensors`` / ``pattern.json`` / ``pattern.png``,
+``metrics.json``, ``history.json``, ``examples.png`` and ``loss.png``. Every file is written atomically.
+The CLI is a thin layer over :func:`find_dominant_run` and :func:`evaluate_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import figures
+from ._io import write_json
+from ._version import __version__
+from .data import BUNDLED_NAMES, PROXY_NAMES, ImageSet, disjoint_eval_set, open_images, training_sources
+from .errors import PatternError, RunDirError
+from .methods.dominant import DEFAULT_STEPS, DominantConfig, find_dominant_pattern
+from .metrics import Evaluation, evaluate_pattern
+from .models import DEFAULT_MODEL, Classifier, load_model, resolve_device
+from .patterns import Pattern, parse_eps
+
+RUN_FILES = (
+    "config.json",
+    "checkpoint.pt",
+    "pattern.safetensors",
+    "pattern.json",
+    "pattern.png",
+    "metrics.json",
+    "history.json",
+    "examples.png",
+    "loss.png",
+)
+DEFAULT_DATA = ("photos", "jigsaw")
+DEFAULT_EVAL = "photos-eval"
+
+
+@dataclass
+class FindOptions:
+    """Every option of ``patternscope find dominant`` (also the run's ``config.json``)."""
+
+    out: str = "runs/dominant"
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
+    eval_data: str | None = None
+    holdout: float = 0.2
+    eps: str = "10/255"
+    norm: str = "linf"
+    steps: int = DEFAULT_STEPS
+    batch_size: int = 32
+    lr: float = 1e-2
+    weight_decay: float = 1e-5
+    layer: str = "logits"
+    loss: str = "cos"
+    clip_during_search: bool = False
+    keep: str = "last"
+    patience: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "off"
+    eval_views: int = 1
+    eval_batch_size: int = 64
+    checkpoint_every: int = 25
+    resume: bool = False
+    overwrite: bool = False
+    trust_pickle: bool = False
+    allow_download: bool = False
+
+    def dominant_config(self) -> DominantConfig:
+        return DominantConfig(
+            eps=parse_eps(self.eps, self.norm),
+            norm=self.norm,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            layer=self.layer,
+            loss=self.loss,
+            clip_during_search=self.clip_during_search,
+            keep=self.keep,
+            patience=self.patience,
+            seed=self.seed,
+            amp=False if self.amp == "off" else self.amp,
+        ).validate()
+
+
+@dataclass
+class RunSummary:
+    """What a finished run produced."""
+
+    out: Path
+    pattern: Pattern
+    evaluation: Evaluation
+    search: dict[str, Any]
+
+    def headline(self) -> dict[str, Any]:
+        ev = self.evaluation
+        return {
+            "out": str(self.out),
+            "fooling_ratio": ev.fooling_ratio,
+            "fooling_ratio_confident": ev.fooling_ratio_confident,
+            "agreement": ev.agreement,
+            "pattern_class": ev.pattern_class_name,
+            "random_sign_fooling_ratio": ev.random_baselines.get("sign", {}).get("fooling_ratio"),
+            "n_images": ev.n_images,
+            "search_seconds": self.search.get("seconds"),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run folders
+
+
+def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """Check that ``out`` can take this run before any work starts.
+
+    A folder that already holds a run needs ``resume`` (continue it) or ``overwrite`` (start again);
+    an unwritable folder or a full disk is reported now, not after the search.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"output path {str(path)!r} is a file; give a folder for --out")
+    existing = [name for name in RUN_FILES if (path / name).exists()]
+    if existing and not (resume or overwrite):
+        raise RunDirError(
+            f"{str(path)!r} already holds a run ({', '.join(existing[:3])}); pass --resume to continue it "
+            "or --overwrite to start again, or choose another --out"
+        )
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite contradict each other; choose one")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.write(fd, b"0" * 4096)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunDirError(f"cannot write to output folder {str(path)!r}: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(path).free
+    if free < 50 * 2**20:
+        raise RunDirError(f"only {free / 2**20:.0f} MiB free on the disk of {str(path)!r}; need at least 50 MiB")
+    if overwrite:
+        for name in existing:
+            (path / name).unlink()
+    return path
+
+
+def _resolve_data(opts: FindOptions, input_size: tuple[int, int, int]) -> tuple[list[ImageSet | str], ImageSet]:
+    train = training_sources(opts.data)
+    if opts.eval_data is not None:
+        evaluation = open_images(opts.eval_data)
+    else:
+        image_sets = [s for s in train if isinstance(s, ImageSet)]
+        only_bundled = all(str(s) in BUNDLED_NAMES + PROXY_NAMES for s in opts.data)
+        if only_bundled or not image_sets:
+            evaluation = open_images(DEFAULT_EVAL)
+        else:  # hold part of the user's first image set out for evaluation
+            evaluation = image_sets[0]
+    train, evaluation = disjoint_eval_set(train, evaluation, holdout=opts.holdout, seed=opts.seed)
+    return train, evaluation
+
+
+def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> RunSummary:
+    """Run ``patternscope find dominant`` end to end and write the run folder ``opts.out``."""
+    from .data import BatchStream
+
+    opts.dominant_config()  # validate budget and settings before anything slow
+    if opts.eval_views not in (1, 2, 5, 10):
+        raise PatternError(f"--eval-views must be 1, 2, 5 or 10, got {opts.eval_views}")
+    out = prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite)
+    if opts.resume and (out / "config.json").exists():
+        _check_same_options(out / "config.json", opts)
+    device = resolve_device(opts.device)
+    model = load_model(
+        opts.model, opts.weights, device=device, trust_pickle=opts.trust_pickle, allow_download=opts.allow_download
+    )
+    train, evaluation = _resolve_data(opts, model.input_size)
+    write_json(
+        out / "config.json", {"command": "find dominant", "patternscope_version": __version__, "options": asdict(opts)}
+    )
+    log(
+        f"model {model.spec} on {device}; search data: {' + '.join(_describe(s) for s in train)}; "
+        f"evaluation: {evaluation.description}"
+    )
+    stream = BatchStream(train, model.input_size, seed=opts.seed)
+    config = opts.dominant_config()
+    outcome = find_dominant_pattern(
+        model,
+        stream,
+        config,
+        checkpoint=out / "checkpoint.pt",
+        checkpoint_every=opts.checkpoint_every,
+        resume=opts.resume,
+        progress=progress,
+    )
+    pattern = outcome.pattern
+    pattern.meta.update({"eval_data": evaluation.description, "device": str(device)})
+    pattern.save(out, extra_tensors={"delta_best": outcome.best.delta})
+    write_json(out / "history.json", {"loss": outcome.result.history, "best_step": outcome.result.best_step})
+    figures.loss_curve(out / "loss.png", outcome.result.history, f"dominant pattern search loss ({config.loss})")
+    summary = _evaluate_into(
+        out, model, pattern, evaluation, opts.eval_views, opts.eval_batch_size, opts.seed, outcome.result.summary()
+    )
+    return summary
+
+
+def _describe(source: ImageSet | str) -> str:
+    return source if isinstance(source, str) else source.description
+
+
+def _check_same_options(path: Path, opts: FindOptions) -> None:
+    try:
+        saved = json.loads(path.read_text())["options"]
+    except (OSError, ValueError, KeyError):
+        return
+    ignore = {"resume", "overwrite", "steps", "device", "eval_views", "eval_batch_size", "out", "checkpoint_every"}
+    now = asdict(opts)
+    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in ignore and saved.get(k) != v}
+    if diff:
+        detail = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
+        raise RunDirError(f"--resume with other options than the run in {str(path.parent)!r} ({detail})")
+
+
+def _evaluate_into(
+    out: Path,
+    model: Classifier,
+    pattern: Pattern,
+    evaluation: ImageSet,
+    views: int,
+    batch_size: int,
+    seed: int,
+    search: dict[str, Any] | None,
+) -> RunSummary:
+    ev = evaluate_pattern(model, pattern, evaluation, views=views, batch_size=batch_size, seed=seed)
+    metrics = {
+        "patternscope_version": __version__,
+        "model": model.describe(),
+        "pattern": {
+            "method": pattern.meta.get("method"),
+            "eps": pattern.eps,
+            "norm": pattern.norm,
+            "kept": pattern.meta.get("kept"),
+            "clip_during_search": pattern.meta.get("clip_during_search"),
+            "data": pattern.meta.get("data"),
+            "label_free": pattern.meta.get("label_free"),
+        },
+        "eval_data": {"description": evaluation.description, "images": len(evaluation), "views": views},
+        "evaluation": ev.to_dict(),
+        "search": search,
+    }
+    write_json(out / "metrics.json", metrics)
+    d = ev.details
+    order = _example_order(d["clean_pred"], d["perturbed_pred"])
+    figures.example_grid(
+        out / "examples.png",
+        d["images"][order],
+        pattern.delta,
+        d["clean_pred"][order].tolist(),
+        d["clean_conf"][order].tolist(),
+        d["perturbed_pred"][order].tolist(),
+        d["perturbed_conf"][order].tolist(),
+        model.class_names,
+    )
+    return RunSummary(out=out, pattern=pattern, evaluation=ev, search=search or {})
+
+
+def _example_order(clean: torch.Tensor, perturbed: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Up to ``n`` example indices, spread over the set (deterministic)."""
+    count = clean.shape[0]
+    step = max(1, count // n)
+    return torch.arange(0, count, step)[:n]
+
+
+def evaluate_run(
+    pattern_path: str | Path,
+    data: str,
+    *,
+    model_spec: str | None = None,
+    weights: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    views: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+    trust_pickle: bool = False,
+    allow_download: bool = False,
+    overwrite: bool = False,
+) -> RunSummary | Evaluation:
+    """Measure a saved pattern on a model (default: the model it was made for) and images.
+
+    With ``out``, writes ``metrics.json`` and ``examples.png`` there and returns a :class:`RunSummary`.
+    """
+    pattern = Pattern.load(pattern_path)
+    if views not in (1, 2, 5, 10):
+        raise PatternError(f"--eval-views must be 1, 2, 5 or 10, got {views}")
+    spec = model_spec or pattern.meta.get("model") or DEFAULT_MODEL
+    if out is not None:
+        out_path = Path(out)
+        if (
+            out_path.resolve() != Path(pattern_path).resolve()
+            and (out_path / "metrics.json").exists()
+            and not overwrite
+        ):
+            raise RunDirError(f"{str(out_path)!r} already has metrics.json; pass --overwrite or another --out")
+        out_path.mkdir(parents=True, exist_ok=True)
+    model = load_model(spec, weights, device=device, trust_pickle=trust_pickle, allow_download=allow_download)
+    pattern.check_fits(model.input_size)
+    images = open_images(data)
+    if out is None:
+        return evaluate_pattern(model, pattern, images, views=views, batch_size=batch_size, seed=seed)
+    return _evaluate_into(Path(out), model, pattern, images, views, batch_size, seed, None)
+
+
+def format_evaluation(ev: Evaluation) -> str:
+    """A short human-readable table of an evaluation."""
+
+    def baseline(kind: str, key: str = "fooling_ratio") -> float:
+        return ev.random_baselines.get(kind, {}).get(key, float("nan"))
+
+    dom = {k: ev.dominance[f"top{k}"] for k in (1, 3, 5)}
+    lines = [
+        f"images evaluated               {ev.n_images}",
+        f"fooling ratio                  {ev.fooling_ratio:.3f}   "
+        f"(random ±eps: {baseline('sign'):.3f}, uniform: {baseline('uniform'):.3f})",
+        f"  on confident (> {ev.confidence_threshold:.2f}, n={ev.n_confident:<4}) {ev.fooling_ratio_confident:.3f}   "
+        f"(random ±eps: {baseline('sign', 'fooling_ratio_confident'):.3f})",
+        f"pattern's own class            {ev.pattern_class} {ev.pattern_class_name!r}",
+        f"agreement f(x+δ) == f(δ)       {ev.agreement:.3f}",
+        "dominance top-1/3/5 perturbed  " + " / ".join(f"{dom[k]['perturbed']:.3f}" for k in (1, 3, 5)),
+        "dominance top-1/3/5 clean      " + " / ".join(f"{dom[k]['clean']:.3f}" for k in (1, 3, 5)),
+    ]
+    if ev.accuracy:
+        acc = ev.accuracy
+        lines.append(
+            f"top-1 accuracy clean/perturbed {acc['clean']['top1']:.3f} / {acc['perturbed']['top1']:.3f}  "
+            f"(n={acc['n_labelled']}; attack success on correct {acc['attack_success_on_correct']:.3f})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Shared fixtures: real small data (scikit-learn's 8x8 digits, upsampled) and a tiny CNN trained on it."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import TinyCNN
+
+from patternscope.models import Classifier
+
+TINY_SPEC = f"{Path(__file__).parent / 'tiny_models.py'}:TinyCNN"
+
+
+@dataclass
+class Digits:
+    train_x: torch.Tensor  # N x 1 x 16 x 16 in [0,1]
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+@pytest.fixture(scope="session")
+def digits() -> Digits:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
+    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    return Digits(x[:1400], y[:1400], x[1400:], y[1400:])
+
+
+@pytest.fixture(scope="session")
+def tiny_net(digits: Digits) -> TinyCNN:
+    torch.manual_seed(0)
+    net = TinyCNN()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _epoch in range(6):
+        perm = torch.randperm(len(digits.train_y))
+        for i in range(0, len(perm), 64):
+            idx = perm[i : i + 64]
+            loss = F.cross_entropy(net((digits.train_x[idx] - 0.5) / 0.5), digits.train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    return net
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_net: TinyCNN, digits: Digits) -> Classifier:
+    model = Classifier(tiny_net, mean=(0.5,), std=(0.5,), input_size=(1, 16, 16), spec=TINY_SPEC)
+    with torch.no_grad():
+        acc = (model(digits.test_x).argmax(1) == digits.test_y).float().mean().item()
+    assert acc > 0.9, f"tiny model trained badly: test accuracy {acc:.3f}"
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_net: TinyCNN, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_net.state_dict().items()}, str(path))
+    return path
+
+
+def save_digit_images(folder: Path, images: torch.Tensor, labels: torch.Tensor | None, tree: bool) -> Path:
+    """Write digits as 8-bit PNGs: flat, or one sub-folder per class."""
+    for i, img in enumerate(images):
+        array = (img[0].numpy() * 255).round().astype(np.uint8)
+        target = folder / str(int(labels[i])) if tree and labels is not None else folder
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array, mode="L").save(target / f"img_{i:04d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digit_folders(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("digits")
+    train = save_digit_images(root / "train", digits.train_x[:256], None, tree=False)
+    test = save_digit_images(root / "test", digits.test_x[:120], digits.test_y[:120], tree=True)
+    return {"train": train, "test": test}
