@@ -44,6 +44,8 @@ def _add_model_options(p: argparse.ArgumentParser, default: str | None = DEFAULT
         help="state dict to load (.safetensors or .pth, read with weights_only); 'none' for random "
         "weights; default: the model's own pretrained weights from the local cache",
     )
+    p.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help='keyword arguments for a user model class or factory, as JSON, e.g. \'{"classes": 10}\'')
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     p.add_argument(
         "--trust-pickle",

@@ -23,7 +23,7 @@ from . import figures
 from ._io import write_json
 from ._version import __version__
 from .data import BUNDLED_NAMES, PROXY_NAMES, ImageSet, disjoint_eval_set, open_images, training_sources
-from .errors import PatternError, RunDirError
+from .errors import ModelSpecError, PatternError, RunDirError
 from .methods.dominant import DEFAULT_STEPS, DominantConfig, find_dominant_pattern
 from .metrics import Evaluation, evaluate_pattern
 from .models import DEFAULT_MODEL, Classifier, load_model, resolve_device
@@ -51,6 +51,7 @@ class FindOptions:
     out: str = "runs/dominant"
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    model_kwargs: str | None = None
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
     eval_data: str | None = None
     holdout: float = 0.2
@@ -214,6 +215,20 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
     return summary
 
 
+def parse_model_kwargs(text: str | None) -> dict[str, Any]:
+    """``--model-kwargs`` JSON as a dict (empty when not given)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        example = '{"classes": 10}'
+        raise ModelSpecError(f"--model-kwargs is not valid JSON ({exc.msg}); write it like '{example}'") from None
+    if not isinstance(value, dict):
+        raise ModelSpecError("--model-kwargs must be a JSON object, like '{\"classes\": 10}'")
+    return value
+
+
 def _describe(source: ImageSet | str) -> str:
     return source if isinstance(source, str) else source.description
 
@@ -287,6 +302,7 @@ def evaluate_run(
     *,
     model_spec: str | None = None,
     weights: str | None = None,
+    model_kwargs: str | None = None,
     out: str | Path | None = None,
     device: str = "auto",
     views: int = 1,
@@ -313,7 +329,8 @@ def evaluate_run(
         ):
             raise RunDirError(f"{str(out_path)!r} already has metrics.json; pass --overwrite or another --out")
         out_path.mkdir(parents=True, exist_ok=True)
-    model = load_model(spec, weights, device=device, trust_pickle=trust_pickle, allow_download=allow_download)
+    model = load_model(spec, weights, device=device, trust_pickle=trust_pickle, allow_download=allow_download,
+                       model_kwargs=parse_model_kwargs(model_kwargs))
     pattern.check_fits(model.input_size)
     images = open_images(data)
     if out is None:
