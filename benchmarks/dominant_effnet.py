@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import save, table  # noqa: E402
+from _common import save, table
 
-from patternscope import bundled_photos, evaluate_pattern, find_dominant_pattern, load_model  # noqa: E402
-from patternscope.methods.dominant import DEFAULT_STEPS  # noqa: E402
+from patternscope import bundled_photos, evaluate_pattern, find_dominant_pattern, load_model
+from patternscope.methods.dominant import DEFAULT_STEPS
 
 VARIANTS = {
     "default": {"data": ["photos", "jigsaw"]},

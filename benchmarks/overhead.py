@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import save, table  # noqa: E402
+from _common import save, table
 
-from patternscope import load_model  # noqa: E402
-from patternscope.data import BatchStream, training_sources  # noqa: E402
-from patternscope.objectives import dominant_cosine  # noqa: E402
-from patternscope.patterns import AdditiveParam  # noqa: E402
-from patternscope.search import SearchConfig, run_search  # noqa: E402
+from patternscope import load_model
+from patternscope.data import BatchStream, training_sources
+from patternscope.objectives import dominant_cosine
+from patternscope.patterns import AdditiveParam
+from patternscope.search import SearchConfig, run_search
 
 
 def bare_block(model, objective, delta, optimizer, x, steps, amp):
