@@ -131,3 +131,15 @@ def test_tensor_sets_check_range():
         tensor_set(torch.rand(2, 1, 4, 4), [1])
     s = tensor_set(torch.rand(2, 1, 4, 4), [3, 4])
     assert isinstance(s, ImageSet) and s.labels().tolist() == [3, 4]
+
+
+def test_zoom_crops_are_valid_and_deterministic():
+    photos = bundled_photos("photos")
+    stream = BatchStream([photos], (3, 64, 64), seed=0, crop_scale=(0.1, 1.0))
+    a = stream.batch(3, 6)
+    assert a.shape == (6, 3, 64, 64) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, stream.batch(3, 6))
+    plain = BatchStream([photos], (3, 64, 64), seed=0).batch(3, 6)
+    assert not torch.equal(a, plain)
+    with pytest.raises(DataError, match="crop scale"):
+        BatchStream([photos], (3, 64, 64), crop_scale=(0.5, 0.2))

@@ -23,7 +23,7 @@ from . import figures
 from ._io import write_json
 from ._version import __version__
 from .data import BUNDLED_NAMES, PROXY_NAMES, ImageSet, disjoint_eval_set, open_images, training_sources
-from .errors import ModelSpecError, PatternError, RunDirError
+from .errors import DataError, ModelSpecError, PatternError, RunDirError
 from .methods.dominant import DEFAULT_STEPS, DominantConfig, find_dominant_pattern
 from .metrics import Evaluation, evaluate_pattern
 from .models import DEFAULT_MODEL, Classifier, load_model, resolve_device
@@ -55,6 +55,7 @@ class FindOptions:
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
     eval_data: str | None = None
     holdout: float = 0.2
+    crop_scale: str | None = None
     eps: str = "10/255"
     norm: str = "linf"
     steps: int = DEFAULT_STEPS
@@ -91,6 +92,7 @@ class FindOptions:
             keep=self.keep,
             patience=self.patience,
             seed=self.seed,
+            crop_scale=parse_crop_scale(self.crop_scale),
             amp=False if self.amp == "off" else self.amp,
         ).validate()
 
@@ -193,8 +195,8 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
         f"model {model.spec} on {device}; search data: {' + '.join(_describe(s) for s in train)}; "
         f"evaluation: {evaluation.description}"
     )
-    stream = BatchStream(train, model.input_size, seed=opts.seed)
     config = opts.dominant_config()
+    stream = BatchStream(train, model.input_size, seed=opts.seed, crop_scale=config.crop_scale)
     outcome = find_dominant_pattern(
         model,
         stream,
@@ -213,6 +215,19 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
         out, model, pattern, evaluation, opts.eval_views, opts.eval_batch_size, opts.seed, outcome.result.summary()
     )
     return summary
+
+
+def parse_crop_scale(text: str | None) -> tuple[float, float] | None:
+    """``--crop-scale MIN,MAX`` (shares of the image area, 0 < MIN <= MAX <= 1) as a tuple."""
+    if text in (None, "", "none"):
+        return None
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise DataError(f"--crop-scale {text!r}: write two numbers MIN,MAX such as 0.1,1") from None
+    if not 0 < lo <= hi <= 1:
+        raise DataError(f"--crop-scale {text!r}: need 0 < MIN <= MAX <= 1")
+    return lo, hi
 
 
 def parse_model_kwargs(text: str | None) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class DominantConfig:
         window: steps per window for ``best`` and early stopping.
         patience: stop after this many windows without improvement (None: run all steps).
         seed: fixes the batches and so the whole search.
+        crop_scale: zoom range for crops of image sources, e.g. (0.1, 1.0); None: the paper's fixed-scale
+            crops (see :class:`~patternscope.data.BatchStream`).
         amp: mixed precision (``False``, ``bf16``, ``fp16``).
     """
 
@@ -72,6 +74,7 @@ class DominantConfig:
     window: int = 10
     patience: int | None = None
     seed: int = 0
+    crop_scale: tuple[float, float] | None = None
     amp: bool | str = False
 
     def validate(self) -> DominantConfig:
@@ -128,7 +131,7 @@ def find_dominant_pattern(
         stream = data
     else:
         specs = [data] if isinstance(data, (str, Path, ImageSet, torch.Tensor)) else list(data)
-        stream = BatchStream(training_sources(specs), model.input_size, seed=config.seed)
+        stream = BatchStream(training_sources(specs), model.input_size, seed=config.seed, crop_scale=config.crop_scale)
     param = AdditiveParam(model.input_size, config.eps, config.norm, device=dev)
     make = dominant_cosine if config.loss == "cos" else dominant_kl
     layer = None if config.layer in ("", "logits") else config.layer
