@@ -31,6 +31,11 @@ VARIANTS = {
     "clip": {"data": ["photos", "jigsaw"], "clip_during_search": True},
     "penultimate": {"data": ["photos", "jigsaw"], "layer": "classifier:in"},
     "kl": {"data": ["photos", "jigsaw"], "loss": "kl"},
+    "zoom": {"data": ["photos", "jigsaw"], "crop_scale": (0.1, 1.0)},
+    "lr3e-3": {"data": ["photos", "jigsaw"], "lr": 3e-3},
+    "lr3e-2": {"data": ["photos", "jigsaw"], "lr": 3e-2},
+    # the same number of image passes as the default, in twice the steps
+    "batch16": {"data": ["photos", "jigsaw"], "batch_size": 16, "steps_factor": 2},
 }
 
 
@@ -54,14 +59,16 @@ def main() -> None:
     for name in names:
         spec = dict(VARIANTS[name])
         data = spec.pop("data")
+        steps = args.steps * spec.pop("steps_factor", 1)
+        spec.setdefault("batch_size", args.batch_size)
         t0 = time.perf_counter()
-        outcome = find_dominant_pattern(model, data, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                                        progress=True, **spec)
+        outcome = find_dominant_pattern(model, data, steps=steps, seed=args.seed, progress=True, **spec)
         seconds = time.perf_counter() - t0
         for views in (1, 10):
             ev = evaluate_pattern(model, outcome.pattern, held_out, views=views)
             row = {
                 "variant": name,
+                "steps": steps,
                 "views": ev.n_images,
                 "fooling": ev.fooling_ratio,
                 "fooling conf>0.5": ev.fooling_ratio_confident,
@@ -76,8 +83,7 @@ def main() -> None:
                 "search s": round(seconds, 1),
             }
             rows.append(row)
-            results.append({**row, "settings": {"data": data, **spec, "steps": args.steps,
-                                                "batch_size": args.batch_size, "seed": args.seed},
+            results.append({**row, "settings": {"data": data, **spec, "steps": steps, "seed": args.seed},
                             "evaluation": ev.to_dict(), "search": outcome.result.summary()})
             print(table([row], list(row)), flush=True)
     print()
