@@ -1,7 +1,8 @@
 """Overhead of the search loop: images/s of `run_search` vs a bare forward+backward loop.
 
 Both loops run the same dominant-pattern objective on the same model, batch size and device. The bare
-loop reuses one pre-made batch and does nothing else: forward, backward, Adam step, clamp. The search
+loop cycles through batches made before it starts (distinct tensors, already on the device) and does
+nothing else: forward, backward, Adam step, clamp. The search
 loop is the real thing: fresh batches (random crops of the bundled photos + jigsaw proxies, built on a
 background thread), projection, NaN checks, tqdm, best-window tracking and a checkpoint every 25 steps.
 Blocks of each alternate so that machine noise hits both alike; the ratio of medians is reported.
@@ -31,20 +32,22 @@ from patternscope.patterns import AdditiveParam
 from patternscope.search import SearchConfig, run_search
 
 
-def bare_block(model, objective, delta, optimizer, x, steps, amp):
-    if x.is_cuda:
+def bare_block(model, objective, delta, optimizer, batches, steps, amp):
+    device = batches[0].device
+    if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for i in range(steps):
+        x = batches[i % len(batches)]
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = objective(x)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
             delta.clamp_(-10 / 255, 10 / 255)
-    float(loss)
-    return steps * x.shape[0] / (time.perf_counter() - t0)
+    float(loss.detach())
+    return steps * batches[0].shape[0] / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -53,7 +56,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", default="off", choices=("off", "bf16"))
-    parser.add_argument("--steps", type=int, default=10, help="steps per block")
+    parser.add_argument("--steps", type=int, default=15, help="steps per block")
     parser.add_argument("--rounds", type=int, default=4, help="alternating (bare, search) block pairs")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/overhead.json)")
     args = parser.parse_args()
@@ -66,17 +69,17 @@ def main() -> None:
     delta = torch.zeros(model.input_size, device=args.device, requires_grad=True)
     bare_opt = torch.optim.Adam([delta], lr=1e-2, weight_decay=1e-5)
     bare_obj = dominant_cosine(model, delta)
-    x = stream.batch(0, args.batch_size).to(args.device)
+    batches = [stream.batch(1000 + i, args.batch_size).to(args.device) for i in range(args.steps)]
 
     param = AdditiveParam(model.input_size, 10 / 255, device=args.device)
     objective = dominant_cosine(model, param.delta)
-    bare_obj(x).backward()  # warm-up
+    bare_obj(batches[0]).backward()  # warm-up
     bare, search = [], []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "checkpoint.pt"
         done = 0
         for _ in range(args.rounds):
-            bare.append(bare_block(model, bare_obj, delta, bare_opt, x, args.steps, amp))
+            bare.append(bare_block(model, bare_obj, delta, bare_opt, batches, args.steps, amp))
             config = SearchConfig(steps=done + args.steps, batch_size=args.batch_size, lr=1e-2, weight_decay=1e-5,
                                   device=args.device, amp="bf16" if amp else False, checkpoint_path=ckpt,
                                   checkpoint_every=25, resume=True, progress=True, desc="search loop")
