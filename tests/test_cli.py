@@ -139,3 +139,20 @@ def test_help_lists_every_option():
     for option in ("--model", "--weights", "--data", "--eval-data", "--eps", "--steps", "--batch-size", "--layer",
                    "--device", "--seed", "--resume", "--out"):
         assert option in proc.stdout
+
+
+def test_pattern_for_another_input_size_is_refused(run_dir, capsys):
+    code = main(["evaluate", "--pattern", str(run_dir), "--model", "torchvision:resnet18", "--weights", "none",
+                 "--data", "photos-eval", "--quiet"])
+    assert code == EXIT_USER
+    err = capsys.readouterr().err
+    assert "(1, 16, 16)" in err and "(3, 224, 224)" in err and "Traceback" not in err
+
+
+def test_bad_model_kwargs_and_crop_scale(tmp_path, tiny_weights, digit_folders, capsys):
+    argv = ["find", "dominant", "--out", str(tmp_path / "r"), "--model", TINY_SPEC, "--weights", str(tiny_weights),
+            "--data", str(digit_folders["train"]), "--steps", "1", "--quiet"]
+    assert main([*argv, "--model-kwargs", "{classes: 10"]) == EXIT_USER
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main([*argv, "--crop-scale", "0.5"]) == EXIT_USER
+    assert "MIN,MAX" in capsys.readouterr().err

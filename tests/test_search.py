@@ -125,3 +125,11 @@ def test_early_stopping(tiny_model, digits):
     config.min_delta = 10.0  # nothing counts as an improvement: stop after the first windows
     result = run_search(param, objective, stream.batch, config)
     assert result.stopped_early and result.steps_done < 500
+
+
+def test_bf16_autocast_path_runs_and_respects_the_budget(tiny_model, digits):
+    param, objective, stream, config = _setup(tiny_model, digits, 6)
+    config.amp = "bf16"
+    result = run_search(param, objective, stream.batch, config)
+    assert all(torch.isfinite(torch.tensor(result.history)))
+    assert param.delta.dtype == torch.float32 and param.delta.detach().abs().max() <= EPS + 1e-7

@@ -132,10 +132,7 @@ class Classifier(nn.Module):
         """
         if layer in (None, "", "logits"):
             return self(x)
-        name, _, where = layer.partition(":")
-        if where not in ("", "out", "in"):
-            raise ModelSpecError(f"layer {layer!r}: the suffix must be ':in' or ':out'")
-        module = self._submodule(name)
+        module, where = self._tap(layer)
         captured: list[Any] = []
 
         def hook(_mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
@@ -150,11 +147,23 @@ class Classifier(nn.Module):
         finally:
             handle.remove()
         if not captured:
-            raise ModelSpecError(f"layer {name!r} was not used in the forward pass; choose another layer")
+            raise ModelSpecError(f"layer {layer!r} was not used in the forward pass; choose another layer")
         value = captured[0]
         if isinstance(value, (tuple, list)):
             value = value[0]
         return value
+
+    def check_layer(self, layer: str | None) -> None:
+        """Raise :class:`ModelSpecError` now if ``layer`` cannot be tapped (before any slow work)."""
+        if layer not in (None, "", "logits"):
+            self._tap(layer)
+
+    def _tap(self, layer: str) -> tuple[nn.Module, str]:
+        """The module behind a tap name and which side of it to read (``in`` or ``out``)."""
+        name, _, where = layer.partition(":")
+        if where not in ("", "out", "in"):
+            raise ModelSpecError(f"layer {layer!r}: the suffix must be ':in' or ':out'")
+        return self._submodule(name), where or "out"
 
     def _submodule(self, name: str) -> nn.Module:
         modules = dict(self.net.named_modules())

@@ -187,6 +187,7 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
     model = load_model(
         opts.model, opts.weights, device=device, trust_pickle=opts.trust_pickle, allow_download=opts.allow_download
     )
+    model.check_layer(opts.layer)
     train, evaluation = _resolve_data(opts, model.input_size)
     write_json(
         out / "config.json", {"command": "find dominant", "patternscope_version": __version__, "options": asdict(opts)}

@@ -125,6 +125,7 @@ def find_dominant_pattern(
         progress: show a progress bar.
     """
     config = replace(config or DominantConfig(), **overrides).validate()
+    model.check_layer(config.layer)
     dev = torch.device(device) if device is not None else model.device
     model = model.to(dev)
     if isinstance(data, BatchStream):
