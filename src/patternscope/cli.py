@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of the --data folder held out for evaluation when --eval-data is not given (0.2)",
     )
     dom.add_argument(
+        "--crop-scale",
+        metavar="MIN,MAX",
+        help="zoom augmentation for image sources: each crop covers MIN..MAX of the image area "
+        "(e.g. 0.1,1); default: the paper's fixed-scale crops",
+    )
+    dom.add_argument(
         "--eval-views",
         type=int,
         default=1,
@@ -200,6 +206,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.data,
         model_spec=args.model,
         weights=args.weights,
+        model_kwargs=args.model_kwargs,
         out=args.out,
         device=args.device,
         views=args.eval_views,

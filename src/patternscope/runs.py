@@ -180,12 +180,18 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
     opts.dominant_config()  # validate budget and settings before anything slow
     if opts.eval_views not in (1, 2, 5, 10):
         raise PatternError(f"--eval-views must be 1, 2, 5 or 10, got {opts.eval_views}")
+    model_kwargs = parse_model_kwargs(opts.model_kwargs)
     out = prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite)
     if opts.resume and (out / "config.json").exists():
         _check_same_options(out / "config.json", opts)
     device = resolve_device(opts.device)
     model = load_model(
-        opts.model, opts.weights, device=device, trust_pickle=opts.trust_pickle, allow_download=opts.allow_download
+        opts.model,
+        opts.weights,
+        device=device,
+        trust_pickle=opts.trust_pickle,
+        allow_download=opts.allow_download,
+        model_kwargs=model_kwargs,
     )
     model.check_layer(opts.layer)
     train, evaluation = _resolve_data(opts, model.input_size)
