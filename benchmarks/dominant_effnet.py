@@ -34,6 +34,7 @@ VARIANTS = {
     "zoom": {"data": ["photos", "jigsaw"], "crop_scale": (0.1, 1.0)},
     "lr3e-3": {"data": ["photos", "jigsaw"], "lr": 3e-3},
     "lr3e-2": {"data": ["photos", "jigsaw"], "lr": 3e-2},
+    "lr1e-1": {"data": ["photos", "jigsaw"], "lr": 1e-1},
     # the same number of image passes as the default, in twice the steps
     "batch16": {"data": ["photos", "jigsaw"], "batch_size": 16, "steps_factor": 2},
 }

@@ -78,3 +78,14 @@ def test_check_fits_names_the_problem():
     p.check_fits((3, 224, 224))
     with pytest.raises(PatternError, match="efficientnet_lite0"):
         p.check_fits((1, 16, 16))
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    Pattern(torch.zeros(1, 4, 4), eps=0.1).save(tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = stat.S_IMODE((tmp_path / "pattern.json").stat().st_mode)
+    assert mode == 0o666 & ~mask

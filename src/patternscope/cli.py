@@ -17,11 +17,12 @@ from dataclasses import fields
 from ._version import __version__
 from .data import BUNDLED_NAMES, PROXY_NAMES
 from .errors import PatternscopeError
-from .methods.dominant import DEFAULT_STEPS
 from .models import BUNDLED, DEFAULT_MODEL
+from .runs import FindOptions
 from .search import SearchInterrupted
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+_F = FindOptions()  # the defaults of `find dominant`, shown in --help
 
 DATA_HELP = (
     "a folder of images, an ImageFolder tree (one sub-folder per class), an image file, "
@@ -44,8 +45,12 @@ def _add_model_options(p: argparse.ArgumentParser, default: str | None = DEFAULT
         help="state dict to load (.safetensors or .pth, read with weights_only); 'none' for random "
         "weights; default: the model's own pretrained weights from the local cache",
     )
-    p.add_argument("--model-kwargs", default=None, metavar="JSON",
-                   help='keyword arguments for a user model class or factory, as JSON, e.g. \'{"classes": 10}\'')
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        metavar="JSON",
+        help="keyword arguments for a user model class or factory, as JSON, e.g. '{\"classes\": 10}'",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     p.add_argument(
         "--trust-pickle",
@@ -110,12 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(1, 2, 5, 10),
         help="evaluation crops per image: 1 centre, 2 +mirror, 5 centre+corners, 10 both (default 1)",
     )
-    dom.add_argument("--eps", default="10/255", help="L-inf budget in [0,1] pixel units, e.g. 10/255 (default)")
-    dom.add_argument("--norm", default="linf", choices=("linf", "l2"), help="budget norm (default linf)")
-    dom.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"search steps (default {DEFAULT_STEPS})")
-    dom.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
-    dom.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
-    dom.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (default 1e-5)")
+    dom.add_argument("--eps", default=_F.eps, help=f"L-inf budget in [0,1] pixel units (default {_F.eps})")
+    dom.add_argument("--norm", default=_F.norm, choices=("linf", "l2"), help=f"budget norm (default {_F.norm})")
+    dom.add_argument("--steps", type=int, default=_F.steps, help=f"search steps (default {_F.steps})")
+    dom.add_argument("--batch-size", type=int, default=_F.batch_size, help=f"images per step (default {_F.batch_size})")
+    dom.add_argument("--lr", type=float, default=_F.lr, help=f"Adam learning rate (default {_F.lr:g})")
+    dom.add_argument(
+        "--weight-decay", type=float, default=_F.weight_decay, help=f"Adam weight decay (default {_F.weight_decay:g})"
+    )
     dom.add_argument(
         "--layer",
         default="logits",
@@ -137,9 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop early after this many 10-step windows without improvement (default: never)",
     )
-    dom.add_argument("--seed", type=int, default=0, help="seed for batches and augmentation (default 0)")
+    dom.add_argument("--seed", type=int, default=_F.seed, help=f"seed for batches and augmentation (default {_F.seed})")
     dom.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="mixed precision (default off)")
-    dom.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
+    dom.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=_F.checkpoint_every,
+        help=f"steps between checkpoints (default {_F.checkpoint_every})",
+    )
     dom.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     dom.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_output_flags(dom)

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ._io import write_json
 from ._version import __version__
 from .data import BUNDLED_NAMES, PROXY_NAMES, ImageSet, disjoint_eval_set, open_images, training_sources
 from .errors import DataError, ModelSpecError, PatternError, RunDirError
-from .methods.dominant import DEFAULT_STEPS, DominantConfig, find_dominant_pattern
+from .methods.dominant import DominantConfig, find_dominant_pattern
 from .metrics import Evaluation, evaluate_pattern
 from .models import DEFAULT_MODEL, Classifier, load_model, resolve_device
 from .patterns import Pattern, parse_eps
@@ -42,6 +42,7 @@ RUN_FILES = (
 )
 DEFAULT_DATA = ("photos", "jigsaw")
 DEFAULT_EVAL = "photos-eval"
+_DOM = DominantConfig()
 
 
 @dataclass
@@ -57,17 +58,18 @@ class FindOptions:
     holdout: float = 0.2
     crop_scale: str | None = None
     eps: str = "10/255"
-    norm: str = "linf"
-    steps: int = DEFAULT_STEPS
-    batch_size: int = 32
-    lr: float = 1e-2
-    weight_decay: float = 1e-5
-    layer: str = "logits"
-    loss: str = "cos"
-    clip_during_search: bool = False
-    keep: str = "last"
-    patience: int | None = None
-    seed: int = 0
+    # the method's settings: defaults are DominantConfig's (the paper's), so there is one source of truth
+    norm: str = _DOM.norm
+    steps: int = _DOM.steps
+    batch_size: int = _DOM.batch_size
+    lr: float = _DOM.lr
+    weight_decay: float = _DOM.weight_decay
+    layer: str = _DOM.layer
+    loss: str = _DOM.loss
+    clip_during_search: bool = _DOM.clip_during_search
+    keep: str = _DOM.keep
+    patience: int | None = _DOM.patience
+    seed: int = _DOM.seed
     device: str = "auto"
     amp: str = "off"
     eval_views: int = 1
@@ -79,22 +81,14 @@ class FindOptions:
     allow_download: bool = False
 
     def dominant_config(self) -> DominantConfig:
-        return DominantConfig(
+        """The validated method settings (budget parsed, crop scale and amp converted)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(DominantConfig) if hasattr(self, f.name)}
+        shared.update(
             eps=parse_eps(self.eps, self.norm),
-            norm=self.norm,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            layer=self.layer,
-            loss=self.loss,
-            clip_during_search=self.clip_during_search,
-            keep=self.keep,
-            patience=self.patience,
-            seed=self.seed,
             crop_scale=parse_crop_scale(self.crop_scale),
             amp=False if self.amp == "off" else self.amp,
-        ).validate()
+        )
+        return DominantConfig(**shared).validate()
 
 
 @dataclass
@@ -351,8 +345,14 @@ def evaluate_run(
         ):
             raise RunDirError(f"{str(out_path)!r} already has metrics.json; pass --overwrite or another --out")
         out_path.mkdir(parents=True, exist_ok=True)
-    model = load_model(spec, weights, device=device, trust_pickle=trust_pickle, allow_download=allow_download,
-                       model_kwargs=parse_model_kwargs(model_kwargs))
+    model = load_model(
+        spec,
+        weights,
+        device=device,
+        trust_pickle=trust_pickle,
+        allow_download=allow_download,
+        model_kwargs=parse_model_kwargs(model_kwargs),
+    )
     pattern.check_fits(model.input_size)
     images = open_images(data)
     if out is None:
