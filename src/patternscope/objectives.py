@@ -44,9 +44,15 @@ class Objective:
         return f"Objective({self.name})"
 
 
-def _perturbed(x: torch.Tensor, delta: torch.Tensor, clip: bool) -> torch.Tensor:
-    xp = x + delta
-    return xp.clamp(0, 1) if clip else xp
+def _pattern_and_perturbed_features(
+    model: Classifier, delta: torch.Tensor, x: torch.Tensor, layer: str | None, clip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """g(δ) (1 x D) and g(x + δ) (N x D) in float32, from one forward pass of the batch [δ, x + δ]."""
+    perturbed = x + delta
+    if clip:
+        perturbed = perturbed.clamp(0, 1)
+    feats = model.features(torch.cat([delta.unsqueeze(0), perturbed]), layer).flatten(1).float()
+    return feats[:1], feats[1:]
 
 
 def dominant_cosine(model: Classifier, delta: torch.Tensor, layer: str | None = None, clip: bool = False) -> Objective:
@@ -58,9 +64,8 @@ def dominant_cosine(model: Classifier, delta: torch.Tensor, layer: str | None = 
     """
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        both = torch.cat([delta.unsqueeze(0), _perturbed(x, delta, clip)])
-        feats = model.features(both, layer).flatten(1).float()
-        return (1 - F.cosine_similarity(feats[:1], feats[1:], dim=1)).mean()
+        own, perturbed = _pattern_and_perturbed_features(model, delta, x, layer, clip)
+        return (1 - F.cosine_similarity(own, perturbed, dim=1)).mean()
 
     return Objective(fn, f"dominant_cosine[{layer or 'logits'}]")
 
@@ -72,11 +77,10 @@ def dominant_kl(model: Classifier, delta: torch.Tensor, layer: str | None = None
     """
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        both = torch.cat([delta.unsqueeze(0), _perturbed(x, delta, clip)])
-        feats = model.features(both, layer).flatten(1).float()
-        target = F.log_softmax(feats[:1], dim=1)
-        perturbed = F.log_softmax(feats[1:], dim=1)
-        return F.kl_div(perturbed, target.expand_as(perturbed), reduction="batchmean", log_target=True)
+        own, perturbed = _pattern_and_perturbed_features(model, delta, x, layer, clip)
+        target = F.log_softmax(own, dim=1)
+        log_probs = F.log_softmax(perturbed, dim=1)
+        return F.kl_div(log_probs, target.expand_as(log_probs), reduction="batchmean", log_target=True)
 
     return Objective(fn, f"dominant_kl[{layer or 'logits'}]")
 

@@ -152,7 +152,7 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
     return path
 
 
-def _resolve_data(opts: FindOptions, input_size: tuple[int, int, int]) -> tuple[list[ImageSet | str], ImageSet]:
+def _resolve_data(opts: FindOptions) -> tuple[list[ImageSet | str], ImageSet]:
     train = training_sources(opts.data)
     if opts.eval_data is not None:
         evaluation = open_images(opts.eval_data)
@@ -188,7 +188,7 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
         model_kwargs=model_kwargs,
     )
     model.check_layer(opts.layer)
-    train, evaluation = _resolve_data(opts, model.input_size)
+    train, evaluation = _resolve_data(opts)
     write_json(
         out / "config.json", {"command": "find dominant", "patternscope_version": __version__, "options": asdict(opts)}
     )
@@ -291,7 +291,7 @@ def _evaluate_into(
     }
     write_json(out / "metrics.json", metrics)
     d = ev.details
-    order = _example_order(d["clean_pred"], d["perturbed_pred"])
+    order = _example_order(len(d["clean_pred"]))
     figures.example_grid(
         out / "examples.png",
         d["images"][order],
@@ -305,11 +305,9 @@ def _evaluate_into(
     return RunSummary(out=out, pattern=pattern, evaluation=ev, search=search or {})
 
 
-def _example_order(clean: torch.Tensor, perturbed: torch.Tensor, n: int = 8) -> torch.Tensor:
-    """Up to ``n`` example indices, spread over the set (deterministic)."""
-    count = clean.shape[0]
-    step = max(1, count // n)
-    return torch.arange(0, count, step)[:n]
+def _example_order(count: int, n: int = 8) -> torch.Tensor:
+    """Up to ``n`` example indices spread evenly over ``count`` images (deterministic)."""
+    return torch.arange(0, count, max(1, count // n))[:n]
 
 
 def evaluate_run(

@@ -242,7 +242,8 @@ def run_search(
             for name, value in state["tensors"].items():
                 tensors[name].copy_(value.to(device))
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start, history = int(state["step"]), list(state["history"])
         best = {
             "loss": state["best"]["loss"],
