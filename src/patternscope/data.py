@@ -377,6 +377,12 @@ def _generator(seed: int, *parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & (2**63 - 1))
 
 
+def check_crop_scale(scale: tuple[float, float] | None) -> None:
+    """Raise :class:`DataError` unless ``scale`` is None or (min, max) with 0 < min <= max <= 1."""
+    if scale is not None and not 0 < scale[0] <= scale[1] <= 1:
+        raise DataError(f"crop scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
+
+
 @dataclass
 class BatchStream:
     """Training batches for pattern search, deterministic in ``(seed, step)``.
@@ -403,8 +409,7 @@ class BatchStream:
     world_size: int = 1
 
     def __post_init__(self) -> None:
-        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise DataError(f"crop scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        check_crop_scale(self.crop_scale)
         if not self.sources:
             raise DataError("no training data given")
         for s in self.sources:

@@ -171,7 +171,7 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
     """Run ``patternscope find dominant`` end to end and write the run folder ``opts.out``."""
     from .data import BatchStream
 
-    opts.dominant_config()  # validate budget and settings before anything slow
+    config = opts.dominant_config()  # validate budget and settings before anything slow
     if opts.eval_views not in (1, 2, 5, 10):
         raise PatternError(f"--eval-views must be 1, 2, 5 or 10, got {opts.eval_views}")
     model_kwargs = parse_model_kwargs(opts.model_kwargs)
@@ -196,7 +196,6 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
         f"model {model.spec} on {device}; search data: {' + '.join(_describe(s) for s in train)}; "
         f"evaluation: {evaluation.description}"
     )
-    config = opts.dominant_config()
     stream = BatchStream(train, model.input_size, seed=opts.seed, crop_scale=config.crop_scale)
     outcome = find_dominant_pattern(
         model,
@@ -219,15 +218,13 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
 
 
 def parse_crop_scale(text: str | None) -> tuple[float, float] | None:
-    """``--crop-scale MIN,MAX`` (shares of the image area, 0 < MIN <= MAX <= 1) as a tuple."""
+    """``--crop-scale MIN,MAX`` as a tuple (the range is checked by :func:`~patternscope.data.check_crop_scale`)."""
     if text in (None, "", "none"):
         return None
     try:
         lo, hi = (float(v) for v in str(text).split(","))
     except ValueError:
         raise DataError(f"--crop-scale {text!r}: write two numbers MIN,MAX such as 0.1,1") from None
-    if not 0 < lo <= hi <= 1:
-        raise DataError(f"--crop-scale {text!r}: need 0 < MIN <= MAX <= 1")
     return lo, hi
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..data import BatchStream, ImageSet, training_sources
+from ..data import BatchStream, ImageSet, check_crop_scale, training_sources
 from ..errors import PatternError
 from ..models import Classifier
 from ..objectives import dominant_cosine, dominant_kl
@@ -79,6 +79,7 @@ class DominantConfig:
 
     def validate(self) -> DominantConfig:
         self.eps = parse_eps(self.eps, self.norm)
+        check_crop_scale(self.crop_scale)
         if self.loss not in ("cos", "kl"):
             raise PatternError(f"loss must be cos or kl, got {self.loss!r}")
         if self.keep not in ("last", "best"):
