@@ -42,7 +42,11 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def save(name: str, payload: dict[str, Any], out: str | None = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-               **payload}
+    payload = {
+        "benchmark": name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **payload,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

@@ -84,8 +84,14 @@ def main() -> None:
                 "search s": round(seconds, 1),
             }
             rows.append(row)
-            results.append({**row, "settings": {"data": data, **spec, "steps": steps, "seed": args.seed},
-                            "evaluation": ev.to_dict(), "search": outcome.result.summary()})
+            results.append(
+                {
+                    **row,
+                    "settings": {"data": data, **spec, "steps": steps, "seed": args.seed},
+                    "evaluation": ev.to_dict(),
+                    "search": outcome.result.summary(),
+                }
+            )
             print(table([row], list(row)), flush=True)
     print()
     print(table(rows, list(rows[0])))

@@ -80,25 +80,43 @@ def main() -> None:
         done = 0
         for _ in range(args.rounds):
             bare.append(bare_block(model, bare_obj, delta, bare_opt, batches, args.steps, amp))
-            config = SearchConfig(steps=done + args.steps, batch_size=args.batch_size, lr=1e-2, weight_decay=1e-5,
-                                  device=args.device, amp="bf16" if amp else False, checkpoint_path=ckpt,
-                                  checkpoint_every=25, resume=True, progress=True, desc="search loop")
+            config = SearchConfig(
+                steps=done + args.steps,
+                batch_size=args.batch_size,
+                lr=1e-2,
+                weight_decay=1e-5,
+                device=args.device,
+                amp="bf16" if amp else False,
+                checkpoint_path=ckpt,
+                checkpoint_every=25,
+                resume=True,
+                progress=True,
+                desc="search loop",
+            )
             result = run_search(param, objective, stream.batch, config)
             done += args.steps
             search.append(result.images_seen / result.seconds)
     ratio = statistics.median(search) / statistics.median(bare)
     rows = [
-        {"loop": "bare forward+backward", "images/s (median)": statistics.median(bare),
-         "blocks": ", ".join(f"{v:.1f}" for v in bare)},
-        {"loop": "patternscope search", "images/s (median)": statistics.median(search),
-         "blocks": ", ".join(f"{v:.1f}" for v in search)},
+        {
+            "loop": "bare forward+backward",
+            "images/s (median)": statistics.median(bare),
+            "blocks": ", ".join(f"{v:.1f}" for v in bare),
+        },
+        {
+            "loop": "patternscope search",
+            "images/s (median)": statistics.median(search),
+            "blocks": ", ".join(f"{v:.1f}" for v in search),
+        },
     ]
     print(f"\nmodel {args.model}, batch {args.batch_size} (+1 for δ alone), device {args.device}, amp {args.amp}")
     print(table(rows, ["loop", "images/s (median)", "blocks"]))
     print(f"ratio search / bare = {ratio:.3f} (goal >= 0.95)")
-    path = save("overhead" if args.device == "cpu" else f"overhead_{args.device.split(':')[0]}",
-                {"settings": vars(args), "bare_images_per_s": bare, "search_images_per_s": search, "ratio": ratio},
-                args.out)
+    path = save(
+        "overhead" if args.device == "cpu" else f"overhead_{args.device.split(':')[0]}",
+        {"settings": vars(args), "bare_images_per_s": bare, "search_images_per_s": search, "ratio": ratio},
+        args.out,
+    )
     print(f"wrote {path}")
 
 

@@ -12,16 +12,46 @@ from conftest import TINY_SPEC
 from patternscope.cli import EXIT_USER, main
 from patternscope.patterns import Pattern
 
-RUN_FILES = {"config.json", "checkpoint.pt", "pattern.safetensors", "pattern.json", "pattern.png",
-             "metrics.json", "history.json", "examples.png", "loss.png"}
+RUN_FILES = {
+    "config.json",
+    "checkpoint.pt",
+    "pattern.safetensors",
+    "pattern.json",
+    "pattern.png",
+    "metrics.json",
+    "history.json",
+    "examples.png",
+    "loss.png",
+}
 
 
 def _find(out, tiny_weights, digit_folders, *extra):
-    return main([
-        "find", "dominant", "--out", str(out), "--model", TINY_SPEC, "--weights", str(tiny_weights),
-        "--data", str(digit_folders["train"]), "--eval-data", str(digit_folders["test"]),
-        "--eps", "0.2", "--steps", "40", "--batch-size", "32", "--device", "cpu", "--quiet", *extra,
-    ])
+    return main(
+        [
+            "find",
+            "dominant",
+            "--out",
+            str(out),
+            "--model",
+            TINY_SPEC,
+            "--weights",
+            str(tiny_weights),
+            "--data",
+            str(digit_folders["train"]),
+            "--eval-data",
+            str(digit_folders["test"]),
+            "--eps",
+            "0.2",
+            "--steps",
+            "40",
+            "--batch-size",
+            "32",
+            "--device",
+            "cpu",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,26 +87,71 @@ def test_existing_run_needs_resume_or_overwrite(run_dir, tiny_weights, digit_fol
 
 
 def test_resume_with_different_options_is_refused(run_dir, tiny_weights, digit_folders, capsys):
-    code = main([
-        "find", "dominant", "--out", str(run_dir), "--model", TINY_SPEC, "--weights", str(tiny_weights),
-        "--data", str(digit_folders["train"]), "--eval-data", str(digit_folders["test"]),
-        "--eps", "0.1", "--steps", "40", "--device", "cpu", "--quiet", "--resume",
-    ])
+    code = main(
+        [
+            "find",
+            "dominant",
+            "--out",
+            str(run_dir),
+            "--model",
+            TINY_SPEC,
+            "--weights",
+            str(tiny_weights),
+            "--data",
+            str(digit_folders["train"]),
+            "--eval-data",
+            str(digit_folders["test"]),
+            "--eps",
+            "0.1",
+            "--steps",
+            "40",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--resume",
+        ]
+    )
     assert code == EXIT_USER
     assert "eps" in capsys.readouterr().err
 
 
 def test_evaluate_command(run_dir, tiny_weights, digit_folders, tmp_path, capsys):
-    code = main(["evaluate", "--pattern", str(run_dir), "--weights", str(tiny_weights),
-                 "--data", str(digit_folders["test"]), "--json"])
+    code = main(
+        [
+            "evaluate",
+            "--pattern",
+            str(run_dir),
+            "--weights",
+            str(tiny_weights),
+            "--data",
+            str(digit_folders["test"]),
+            "--json",
+        ]
+    )
     assert code == 0
     ev = json.loads(capsys.readouterr().out)
     saved = json.loads((run_dir / "metrics.json").read_text())["evaluation"]
     assert ev["fooling_ratio"] == pytest.approx(saved["fooling_ratio"])  # model spec taken from the pattern
     out = tmp_path / "eval"
-    assert main(["evaluate", "--pattern", str(run_dir / "pattern.safetensors"), "--model", TINY_SPEC,
-                 "--weights", str(tiny_weights), "--data", str(digit_folders["test"]), "--out", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pattern",
+                str(run_dir / "pattern.safetensors"),
+                "--model",
+                TINY_SPEC,
+                "--weights",
+                str(tiny_weights),
+                "--data",
+                str(digit_folders["test"]),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (out / "metrics.json").exists() and (out / "examples.png").exists()
 
 
@@ -92,11 +167,18 @@ def test_evaluate_command(run_dir, tiny_weights, digit_folders, tmp_path, capsys
         (["--steps", "0"], "steps"),
     ],
 )
-def test_user_errors_are_one_line_messages_without_partial_files(args, message, tmp_path, tiny_weights,
-                                                                 digit_folders, capsys):
+def test_user_errors_are_one_line_messages_without_partial_files(
+    args, message, tmp_path, tiny_weights, digit_folders, capsys
+):
     out = tmp_path / "run"
-    base = {"--model": TINY_SPEC, "--weights": str(tiny_weights), "--data": str(digit_folders["train"]),
-            "--eval-data": str(digit_folders["test"]), "--eps": "0.2", "--steps": "3"}
+    base = {
+        "--model": TINY_SPEC,
+        "--weights": str(tiny_weights),
+        "--data": str(digit_folders["train"]),
+        "--eval-data": str(digit_folders["test"]),
+        "--eps": "0.2",
+        "--steps": "3",
+    }
     for key, value in zip(args[::2], args[1::2], strict=True):
         base[key] = value
     argv = ["find", "dominant", "--out", str(out), "--device", "cpu", "--quiet"]
@@ -121,7 +203,9 @@ def test_default_bundled_run_as_a_subprocess(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "patternscope", "find", "dominant", "--out", str(out), "--steps", "2", "--json"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     headline = json.loads(proc.stdout)
@@ -133,25 +217,63 @@ def test_default_bundled_run_as_a_subprocess(tmp_path):
 
 
 def test_help_lists_every_option():
-    proc = subprocess.run([sys.executable, "-m", "patternscope", "find", "dominant", "--help"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "patternscope", "find", "dominant", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
-    for option in ("--model", "--weights", "--data", "--eval-data", "--eps", "--steps", "--batch-size", "--layer",
-                   "--device", "--seed", "--resume", "--out"):
+    for option in (
+        "--model",
+        "--weights",
+        "--data",
+        "--eval-data",
+        "--eps",
+        "--steps",
+        "--batch-size",
+        "--layer",
+        "--device",
+        "--seed",
+        "--resume",
+        "--out",
+    ):
         assert option in proc.stdout
 
 
 def test_pattern_for_another_input_size_is_refused(run_dir, capsys):
-    code = main(["evaluate", "--pattern", str(run_dir), "--model", "torchvision:resnet18", "--weights", "none",
-                 "--data", "photos-eval", "--quiet"])
+    code = main(
+        [
+            "evaluate",
+            "--pattern",
+            str(run_dir),
+            "--model",
+            "torchvision:resnet18",
+            "--weights",
+            "none",
+            "--data",
+            "photos-eval",
+            "--quiet",
+        ]
+    )
     assert code == EXIT_USER
     err = capsys.readouterr().err
     assert "(1, 16, 16)" in err and "(3, 224, 224)" in err and "Traceback" not in err
 
 
 def test_bad_model_kwargs_and_crop_scale(tmp_path, tiny_weights, digit_folders, capsys):
-    argv = ["find", "dominant", "--out", str(tmp_path / "r"), "--model", TINY_SPEC, "--weights", str(tiny_weights),
-            "--data", str(digit_folders["train"]), "--steps", "1", "--quiet"]
+    argv = [
+        "find",
+        "dominant",
+        "--out",
+        str(tmp_path / "r"),
+        "--model",
+        TINY_SPEC,
+        "--weights",
+        str(tiny_weights),
+        "--data",
+        str(digit_folders["train"]),
+        "--steps",
+        "1",
+        "--quiet",
+    ]
     assert main([*argv, "--model-kwargs", "{classes: 10"]) == EXIT_USER
     assert "not valid JSON" in capsys.readouterr().err
     assert main([*argv, "--crop-scale", "0.5"]) == EXIT_USER

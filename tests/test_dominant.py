@@ -41,8 +41,9 @@ def test_budget_is_respected_and_label_free(found):
 
 @pytest.mark.parametrize("overrides", [{"loss": "kl"}, {"clip_during_search": True}])
 def test_variants_beat_random_noise(overrides, tiny_model, digits):
-    out = find_dominant_pattern(tiny_model, [tensor_set(digits.train_x)], eps=EPS, steps=40, progress=False,
-                                **overrides)
+    out = find_dominant_pattern(
+        tiny_model, [tensor_set(digits.train_x)], eps=EPS, steps=40, progress=False, **overrides
+    )
     ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x)
     assert ev.fooling_ratio > 3 * max(ev.random_baselines["sign"]["fooling_ratio"], 0.03)
     assert out.pattern.delta.abs().max() <= EPS + 1e-6
@@ -51,16 +52,16 @@ def test_variants_beat_random_noise(overrides, tiny_model, digits):
 def test_feature_layer_objective(tiny_model, digits):
     """On this tiny CNN the penultimate-feature objective is much weaker than the logits one (0.11 vs 0.74
     fooling measured), but it must still work: its own loss falls and it beats uniform noise."""
-    out = find_dominant_pattern(tiny_model, [tensor_set(digits.train_x)], eps=EPS, steps=40, layer="fc:in",
-                                progress=False)
+    out = find_dominant_pattern(
+        tiny_model, [tensor_set(digits.train_x)], eps=EPS, steps=40, layer="fc:in", progress=False
+    )
     assert sum(out.result.history[-5:]) < sum(out.result.history[:5])
     ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x)
     assert ev.fooling_ratio > 2 * max(ev.random_baselines["uniform"]["fooling_ratio"], 0.02)
 
 
 def test_l2_budget(tiny_model, digits):
-    out = find_dominant_pattern(tiny_model, [tensor_set(digits.train_x)], eps=3.0, norm="l2", steps=30,
-                                progress=False)
+    out = find_dominant_pattern(tiny_model, [tensor_set(digits.train_x)], eps=3.0, norm="l2", steps=30, progress=False)
     assert float(out.pattern.delta.norm()) <= 3.0 + 1e-4
     ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x)
     assert ev.fooling_ratio > 2 * max(ev.random_baselines["uniform"]["fooling_ratio"], 0.03)

@@ -18,8 +18,18 @@ def _setup(model, digits, steps, ckpt=None, resume=False, optimizer="adam", lr=1
     stream = BatchStream([tensor_set(digits.train_x[:300])], model.input_size, seed=7)
     param = AdditiveParam(model.input_size, EPS)
     objective = dominant_cosine(model, param.delta)
-    config = SearchConfig(steps=steps, batch_size=16, optimizer=optimizer, lr=lr, seed=7, checkpoint_path=ckpt,
-                          checkpoint_every=4, resume=resume, window=5, progress=False)
+    config = SearchConfig(
+        steps=steps,
+        batch_size=16,
+        optimizer=optimizer,
+        lr=lr,
+        seed=7,
+        checkpoint_path=ckpt,
+        checkpoint_every=4,
+        resume=resume,
+        window=5,
+        progress=False,
+    )
     return param, objective, stream, config
 
 
@@ -70,6 +80,7 @@ def test_resume_from_periodic_checkpoint_after_a_crash(tiny_model, digits, tmp_p
 def test_budget_holds_after_every_step(tiny_model, digits):
     param, objective, stream, config = _setup(tiny_model, digits, 15, lr=0.5)
     norms = []
+
     def record(_step, _loss):
         norms.append(float(param.delta.detach().abs().max()))
 

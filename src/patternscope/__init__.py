@@ -6,12 +6,13 @@ Pixel space is [0,1] everywhere; budgets (eps) are L∞ in that space unless sai
 from ._version import __version__
 from .data import BatchStream, ImageSet, bundled_photos, image_folder, tensor_set
 from .errors import PatternscopeError
-from .methods.dominant import DominantConfig, find_dominant_pattern
+from .methods import METHODS, DominantConfig, find_dominant_pattern, find_pattern
 from .metrics import Evaluation, evaluate_pattern
 from .models import Classifier, list_models, load_model
 from .patterns import Pattern, parse_eps
 
 __all__ = [
+    "METHODS",
     "BatchStream",
     "Classifier",
     "DominantConfig",
@@ -23,6 +24,7 @@ __all__ = [
     "bundled_photos",
     "evaluate_pattern",
     "find_dominant_pattern",
+    "find_pattern",
     "image_folder",
     "list_models",
     "load_model",

@@ -12,18 +12,21 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 
 from ._version import __version__
+from .compare import DEFAULT_BUDGET, MethodFailed
 from .data import BUNDLED_NAMES, PROXY_NAMES
 from .errors import PatternscopeError
+from .methods import METHODS
 from .models import BUNDLED, DEFAULT_MODEL
 from .runs import FindOptions
 from .search import SearchInterrupted
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 _F = FindOptions()  # the defaults of `find dominant`, shown in --help
+METHOD_NAMES = list(METHODS)
 
 DATA_HELP = (
     "a folder of images, an ImageFolder tree (one sub-folder per class), an image file, "
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find, measure and save the input-space patterns that dominate an image classifier. "
         "Pixel space is [0,1]; eps is L-inf in that space.",
         epilog="Exit codes: 0 ok, 2 user error (message says what to fix), 130 interrupted (resume with "
-        "--resume), 1 internal error.",
+        "--resume), 1 internal error (or a method of a comparison failed; the others' results are saved).",
     )
     parser.add_argument("--version", action="version", version=f"patternscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -177,6 +180,79 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true", help="replace metrics already in --out")
     _add_output_flags(ev)
 
+    cmp = sub.add_parser(
+        "compare",
+        help="run several pattern methods side by side with the same data, eps, seed and budget",
+        description="Run pattern methods side by side on one model with the same eps, search data, seed and "
+        "compute budget (passes: images through forward and backward), evaluate each on the same held-out "
+        "images, and write compare.json, compare.png and one sub-folder per method into --out.",
+    )
+    cmp.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if missing)")
+    cmp.add_argument(
+        "--methods",
+        default=",".join(METHOD_NAMES),
+        help=f"comma-separated methods (default all: {','.join(METHOD_NAMES)})",
+    )
+    _add_model_options(cmp)
+    cmp.add_argument(
+        "--data",
+        action="append",
+        metavar="SOURCE",
+        help=f"search data shared by every method that uses data: {DATA_HELP} (default: photos and jigsaw)",
+    )
+    cmp.add_argument(
+        "--paper-data",
+        action="store_true",
+        help="give each method its own paper's data instead (jigsaw for cos-uap, photos for df-uap, ...)",
+    )
+    cmp.add_argument("--eval-data", metavar="SOURCE", help="held-out evaluation images (default: photos-eval)")
+    cmp.add_argument("--holdout", type=float, default=0.2, help="share of a --data folder held out (0.2)")
+    cmp.add_argument("--eps", default="10/255", help="L-inf budget in [0,1] pixel units (default 10/255)")
+    cmp.add_argument("--norm", default="linf", choices=("linf", "l2"), help="budget norm (default linf)")
+    cmp.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        help=f"passes per method: images through forward and backward, forward-only images count 1/3 "
+        f"(default {DEFAULT_BUDGET})",
+    )
+    cmp.add_argument("--seed", type=int, default=0, help="seed shared by every method (default 0)")
+    cmp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="a method setting, repeatable: e.g. sgd-uap.beta=9, dominant.lr=0.03, gd-uap.prior=range",
+    )
+    cmp.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="mixed precision (default off)")
+    cmp.add_argument("--eval-views", type=int, default=1, choices=(1, 2, 5, 10), help="crops per image (default 1)")
+    cmp.add_argument("--resume", action="store_true", help="keep finished methods, continue an interrupted one")
+    cmp.add_argument("--overwrite", action="store_true", help="replace a comparison already in --out")
+    _add_output_flags(cmp)
+
+    tr = sub.add_parser(
+        "transfer",
+        help="fooling-ratio matrix of saved patterns on several models",
+        description="Measure saved patterns (run folders or pattern files) on several models: a fooling-ratio "
+        "matrix (pattern x model) with random-noise controls, as transfer.json and transfer.png.",
+    )
+    tr.add_argument("--patterns", nargs="+", required=True, metavar="RUN", help="run folders or pattern files")
+    tr.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="SPEC",
+        help="model specs to measure them on, each optionally SPEC@WEIGHTS_FILE",
+    )
+    tr.add_argument("--data", default="photos-eval", metavar="SOURCE", help="evaluation images (default photos-eval)")
+    tr.add_argument("--out", metavar="DIR", help="write transfer.json and transfer.png here")
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    tr.add_argument("--eval-views", type=int, default=1, choices=(1, 2, 5, 10), help="crops per image (default 1)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the random-noise control (default 0)")
+    tr.add_argument("--trust-pickle", action="store_true", help="allow weights files that need full unpickling")
+    tr.add_argument("--allow-download", action="store_true", help="let torchvision/timm download missing weights")
+    _add_output_flags(tr)
+
     models = sub.add_parser(
         "models",
         help="list the models that can be loaded",
@@ -237,6 +313,73 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _log(args: argparse.Namespace) -> Callable[[str], None]:
+    if args.quiet or args.json:
+        return lambda _msg: None
+    return lambda msg: print(msg, file=sys.stderr)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import CompareOptions, compare_methods, format_comparison, parse_setting
+
+    settings: dict[str, dict[str, object]] = {}
+    for text in args.set:
+        method, key, value = parse_setting(text)
+        settings.setdefault(method, {})[key] = value
+    opts = CompareOptions(
+        out=args.out,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        model=args.model,
+        weights=args.weights,
+        model_kwargs=args.model_kwargs,
+        data=args.data,
+        paper_data=args.paper_data,
+        eval_data=args.eval_data,
+        holdout=args.holdout,
+        eps=args.eps,
+        norm=args.norm,
+        budget=args.budget,
+        seed=args.seed,
+        settings=settings,
+        device=args.device,
+        amp=args.amp,
+        eval_views=args.eval_views,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        trust_pickle=args.trust_pickle,
+        allow_download=args.allow_download,
+    )
+    result = compare_methods(opts, progress=not (args.quiet or args.json), log=_log(args))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        print(format_comparison(result))
+        print(f"folder: {result.out}")
+    return EXIT_OK
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from .compare import format_transfer, transfer_matrix
+
+    result = transfer_matrix(
+        args.patterns,
+        args.models,
+        args.data,
+        out=args.out,
+        device=args.device,
+        views=args.eval_views,
+        seed=args.seed,
+        trust_pickle=args.trust_pickle,
+        allow_download=args.allow_download,
+        log=_log(args),
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        print(format_transfer(result))
+    return EXIT_OK
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models, load_model
 
@@ -268,9 +411,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore")
     else:
         warnings.formatwarning = lambda msg, cat, *a, **k: f"patternscope: warning: {msg}\n"
-    handlers = {"find": _cmd_find_dominant, "evaluate": _cmd_evaluate, "models": _cmd_models}
+    handlers = {
+        "find": _cmd_find_dominant,
+        "evaluate": _cmd_evaluate,
+        "compare": _cmd_compare,
+        "transfer": _cmd_transfer,
+        "models": _cmd_models,
+    }
     try:
         return handlers[args.command](args)
+    except MethodFailed as exc:  # a method crashed: not the user's mistake, but the others finished
+        print(f"patternscope: error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
     except PatternscopeError as exc:
         print(f"patternscope: error: {exc}", file=sys.stderr)
         return EXIT_USER

@@ -423,10 +423,14 @@ class BatchStream:
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         """The ``batch_size`` training images (N x C x H x W in [0,1]) for search step ``step``."""
+        return self.labelled_batch(step, batch_size)[0]
+
+    def labelled_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`batch` and the images' labels (``-1`` for proxy or unlabelled images)."""
         counts = [batch_size // len(self.sources)] * len(self.sources)
         for i in range(batch_size - sum(counts)):
             counts[(step + i) % len(self.sources)] += 1
-        parts = []
+        parts, labels = [], []
         for index, (source, count) in enumerate(zip(self.sources, counts, strict=True)):
             if count == 0:
                 continue
@@ -436,21 +440,30 @@ class BatchStream:
                     parts.append(jigsaw_images(count, self.input_size, gen))
                 else:
                     parts.append(noise_images(source, count, self.input_size, gen))
+                labels.append(torch.full((count,), -1, dtype=torch.long))
             else:
-                parts.append(self._crops(source, step, index, count, gen))
-        return torch.cat(parts)
+                images, image_labels = self._crops(source, step, index, count, gen)
+                parts.append(images)
+                labels.append(image_labels)
+        return torch.cat(parts), torch.cat(labels)
 
-    def _crops(self, images: ImageSet, step: int, index: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    def _crops(
+        self, images: ImageSet, step: int, index: int, count: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c, h, w = self.input_size
         n = len(images)
         # Walk through a fresh permutation each epoch; rank r takes every world_size-th slot.
         per_step = count * self.world_size
         out = torch.empty(count, c, h, w)
+        labels = torch.full((count,), -1, dtype=torch.long)
         for j in range(count):
             slot = step * per_step + j * self.world_size + self.rank
             epoch, pos = divmod(slot, n)
             order = torch.randperm(n, generator=_generator(self.seed, epoch, index, -1))
-            image = images.load(int(order[pos]), c, shorter=math.ceil(max(h, w) / CROP_FRACTION))
+            chosen = int(order[pos])
+            if images.items[chosen].label is not None:
+                labels[j] = int(images.items[chosen].label)
+            image = images.load(chosen, c, shorter=math.ceil(max(h, w) / CROP_FRACTION))
             crop = self._crop(image, h, w, gen)
             if self.augment:
                 flips = torch.rand(2, generator=gen)
@@ -459,7 +472,7 @@ class BatchStream:
                 if flips[1] < 0.5:
                     crop = crop.flip(-2)
             out[j] = crop
-        return out
+        return out, labels
 
     def _crop(self, image: torch.Tensor, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
         _, ih, iw = image.shape

@@ -90,3 +90,73 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def method_bars(
+    path: str | Path,
+    methods: Sequence[str],
+    values: Sequence[float],
+    confident: Sequence[float],
+    random_sign: float | None,
+    title: str,
+) -> Path:
+    """Bar chart of fooling ratios per method (all images and the confident subset), random ±eps line."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2.5, 3.6), dpi=110)
+    xs = range(len(methods))
+    ax.bar([x - 0.2 for x in xs], values, width=0.4, label="all images", color="#3b6ea8")
+    ax.bar([x + 0.2 for x in xs], confident, width=0.4, label="confidently classified", color="#9cc0e6")
+    for x, v in zip(xs, values, strict=True):
+        ax.text(x - 0.2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    if random_sign is not None:
+        ax.axhline(random_sign, color="#c0392b", linestyle="--", linewidth=1, label=f"random ±eps ({random_sign:.2f})")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fooling ratio (share of predictions changed)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def heatmap(
+    path: str | Path,
+    matrix: Sequence[Sequence[float]],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    title: str,
+    xlabel: str = "target model",
+    ylabel: str = "pattern (source)",
+) -> Path:
+    """A labelled heatmap of values in [0,1] (e.g. fooling ratios of patterns on models)."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 3, 0.5 * len(rows) + 2), dpi=110)
+    im = ax.imshow([list(r) for r in matrix], vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(
+                j,
+                i,
+                "n/a" if v != v else f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if v == v and v < 0.6 else "black",
+            )
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels([_short(c, 24) for c in cols], rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([_short(r, 28) for r in rows], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="fooling ratio")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -39,6 +39,34 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
+
+# A forward-only image costs about a third of a forward+backward one (backward ~ two forwards).
+FORWARD_ONLY_COST = 1 / 3
+
+
+class PassCounter:
+    """Counts images through a model: with gradients (forward+backward) and forward-only.
+
+    The budget unit of comparisons is the *pass*: one image through forward and backward; a
+    forward-only image counts :data:`FORWARD_ONLY_COST` of a pass.
+    """
+
+    def __init__(self) -> None:
+        self.grad = 0
+        self.forward_only = 0
+
+    def count(self, x: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad += int(x.shape[0])
+        else:
+            self.forward_only += int(x.shape[0])
+
+    def cost(self) -> float:
+        """Passes so far (forward+backward images plus a third of the forward-only ones)."""
+        return self.grad + FORWARD_ONLY_COST * self.forward_only
+
+
 class _Captured(Exception):
     """Raised inside a forward hook to stop the forward pass once a tapped layer has run."""
 
@@ -82,6 +110,7 @@ class Classifier(nn.Module):
         self.weights = weights
         self._class_names = list(class_names) if class_names is not None else None
         self._num_classes: int | None = None
+        self.passes = PassCounter()
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -116,6 +145,7 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images ``x`` in [0,1], shape N x C x H x W."""
+        self.passes.count(x)
         return self.net((x - self.mean) / self.std)
 
     # -- feature taps --------------------------------------------------------------------------------
@@ -152,6 +182,36 @@ class Classifier(nn.Module):
         if isinstance(value, (tuple, list)):
             value = value[0]
         return value
+
+    def activations(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:
+        """Outputs of every call of the named submodules (in call order) during one forward of ``x``."""
+        captured: list[torch.Tensor] = []
+
+        def hook(_mod: nn.Module, _inputs: tuple[Any, ...], output: Any) -> None:
+            captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+
+        handles = [self._submodule(name).register_forward_hook(hook) for name in layers]
+        try:
+            self(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
+
+    def conv_layers(self) -> list[str]:
+        """The layers that data-free objectives (FFF, GD-UAP) read: the conv layers' activations.
+
+        The names of the network's activation modules (ReLU, ReLU6, SiLU, GELU, ...) when it has any,
+        which is where the papers read "the output of each convolution layer"; otherwise the
+        ``nn.Conv2d`` modules themselves.
+        """
+        acts = [name for name, m in self.net.named_modules() if name and isinstance(m, _ACTIVATIONS)]
+        if acts:
+            return acts
+        convs = [name for name, m in self.net.named_modules() if name and isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ModelSpecError("the model has no activation or Conv2d modules for a data-free objective")
+        return convs
 
     def check_layer(self, layer: str | None) -> None:
         """Raise :class:`ModelSpecError` now if ``layer`` cannot be tapped (before any slow work)."""

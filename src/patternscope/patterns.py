@@ -212,3 +212,59 @@ class AdditiveParam:
 
     def project_(self) -> None:
         project(self.delta.data, self.eps, self.norm)
+
+
+class RescalingParam(AdditiveParam):
+    """An additive δ that is halved now and then, as in FFF and GD-UAP (Mopuri et al. 2017, 2018).
+
+    ``rule="every"``: halve every ``every`` steps (FFF). ``rule="saturation"``: halve when more than
+    ``threshold`` of δ's entries sit at ±eps and that share changed by less than ``min_change`` since the
+    previous step (GD-UAP). :meth:`tick` must be called once per step (the recipe's objective does);
+    the counters live in a tensor so checkpoints carry them and a resumed search rescales exactly as an
+    uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        eps: float,
+        norm: str = "linf",
+        device: str | torch.device = "cpu",
+        init: str = "uniform",
+        seed: int = 0,
+        rule: str = "saturation",
+        every: int = 300,
+        threshold: float = 0.5,
+        min_change: float = 1e-5,
+    ) -> None:
+        super().__init__(shape, eps, norm, device, init, seed)
+        if rule not in ("every", "saturation"):
+            raise PatternError(f"rescale rule must be every or saturation, got {rule!r}")
+        self.rule, self.every, self.threshold, self.min_change = rule, every, threshold, min_change
+        # steps taken, steps already checked, last saturation, halvings so far
+        self.state = torch.zeros(4, dtype=torch.float64, device=device)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"delta": self.delta, "rescale_state": self.state}
+
+    def tick(self) -> None:
+        self.state[0] += 1
+
+    def saturation(self) -> float:
+        return float((self.delta.detach().abs() >= self.eps * (1 - 1e-4)).float().mean())
+
+    def project_(self) -> None:
+        super().project_()
+        if self.state[0] <= self.state[1]:  # no step since the last check (loop start, resume)
+            return
+        self.state[1] = self.state[0]
+        sat = self.saturation()
+        if self.rule == "every":
+            halve = int(self.state[0]) % self.every == 0
+        else:
+            halve = sat > self.threshold and abs(sat - float(self.state[2])) < self.min_change
+        if halve:
+            self.delta.data.mul_(0.5)
+            self.state[3] += 1
+            sat = self.saturation()
+        self.state[2] = sat

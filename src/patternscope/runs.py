@@ -152,19 +152,25 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
     return path
 
 
-def _resolve_data(opts: FindOptions) -> tuple[list[ImageSet | str], ImageSet]:
-    train = training_sources(opts.data)
-    if opts.eval_data is not None:
-        evaluation = open_images(opts.eval_data)
+def resolve_data(
+    data: list[str], eval_data: str | None, holdout: float = 0.2, seed: int = 0
+) -> tuple[list[ImageSet | str], ImageSet]:
+    """Search sources and a disjoint evaluation set for ``--data`` / ``--eval-data``.
+
+    Without ``eval_data``: the bundled ``photos-eval`` when the search data are bundled or generated,
+    else a ``holdout`` share of the first image folder.
+    """
+    train = training_sources(data)
+    if eval_data is not None:
+        evaluation = open_images(eval_data)
     else:
         image_sets = [s for s in train if isinstance(s, ImageSet)]
-        only_bundled = all(str(s) in BUNDLED_NAMES + PROXY_NAMES for s in opts.data)
+        only_bundled = all(str(s) in BUNDLED_NAMES + PROXY_NAMES for s in data)
         if only_bundled or not image_sets:
             evaluation = open_images(DEFAULT_EVAL)
         else:  # hold part of the user's first image set out for evaluation
             evaluation = image_sets[0]
-    train, evaluation = disjoint_eval_set(train, evaluation, holdout=opts.holdout, seed=opts.seed)
-    return train, evaluation
+    return disjoint_eval_set(train, evaluation, holdout=holdout, seed=seed)
 
 
 def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> RunSummary:
@@ -188,12 +194,12 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
         model_kwargs=model_kwargs,
     )
     model.check_layer(opts.layer)
-    train, evaluation = _resolve_data(opts)
+    train, evaluation = resolve_data(opts.data, opts.eval_data, opts.holdout, opts.seed)
     write_json(
         out / "config.json", {"command": "find dominant", "patternscope_version": __version__, "options": asdict(opts)}
     )
     log(
-        f"model {model.spec} on {device}; search data: {' + '.join(_describe(s) for s in train)}; "
+        f"model {model.spec} on {device}; search data: {' + '.join(describe_source(s) for s in train)}; "
         f"evaluation: {evaluation.description}"
     )
     stream = BatchStream(train, model.input_size, seed=opts.seed, crop_scale=config.crop_scale)
@@ -211,7 +217,7 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
     pattern.save(out, extra_tensors={"delta_best": outcome.best.delta})
     write_json(out / "history.json", {"loss": outcome.result.history, "best_step": outcome.result.best_step})
     figures.loss_curve(out / "loss.png", outcome.result.history, f"dominant pattern search loss ({config.loss})")
-    summary = _evaluate_into(
+    summary = evaluate_into(
         out, model, pattern, evaluation, opts.eval_views, opts.eval_batch_size, opts.seed, outcome.result.summary()
     )
     return summary
@@ -242,7 +248,7 @@ def parse_model_kwargs(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _describe(source: ImageSet | str) -> str:
+def describe_source(source: ImageSet | str) -> str:
     return source if isinstance(source, str) else source.description
 
 
@@ -259,7 +265,7 @@ def _check_same_options(path: Path, opts: FindOptions) -> None:
         raise RunDirError(f"--resume with other options than the run in {str(path.parent)!r} ({detail})")
 
 
-def _evaluate_into(
+def evaluate_into(
     out: Path,
     model: Classifier,
     pattern: Pattern,
@@ -352,7 +358,7 @@ def evaluate_run(
     images = open_images(data)
     if out is None:
         return evaluate_pattern(model, pattern, images, views=views, batch_size=batch_size, seed=seed)
-    return _evaluate_into(Path(out), model, pattern, images, views, batch_size, seed, None)
+    return evaluate_into(Path(out), model, pattern, images, views, batch_size, seed, None)
 
 
 def format_evaluation(ev: Evaluation) -> str:

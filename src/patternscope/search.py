@@ -80,6 +80,9 @@ class SearchConfig:
         min_delta: improvement that counts for early stopping.
         progress: show a tqdm progress bar with the current loss.
         desc: the progress bar's label.
+        budget: stop before the passes counted by ``run_search``'s ``meter`` would exceed this (one
+            pass = one image through forward and backward); ``steps`` then is only a cap. The next step
+            is assumed to cost what the last one did, so fixed-cost recipes never exceed the budget.
     """
 
     steps: int = 1000
@@ -98,6 +101,7 @@ class SearchConfig:
     min_delta: float = 1e-4
     progress: bool = True
     desc: str = "search"
+    budget: float | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended)."""
@@ -118,6 +122,7 @@ class SearchResult:
     seconds: float
     resumed_from: int | None
     images_seen: int
+    passes: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -129,6 +134,7 @@ class SearchResult:
             "seconds": round(self.seconds, 3),
             "resumed_from": self.resumed_from,
             "images_seen": self.images_seen,
+            "passes": None if self.passes is None else round(self.passes, 2),
         }
 
 
@@ -152,6 +158,13 @@ def _amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"amp must be False, 'bf16' or 'fp16', got {amp!r}")
 
 
+Batch = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def _map(batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+    return tuple(fn(t) for t in batch) if isinstance(batch, tuple) else fn(batch)
+
+
 class _Prefetcher:
     """Builds the next step's batch on a background thread while the current step runs."""
 
@@ -166,17 +179,17 @@ class _Prefetcher:
         )
         self.pending: dict[int, Future[torch.Tensor]] = {}
 
-    def _make(self, step: int) -> torch.Tensor:
-        x = self.batches(step, self.batch_size)
+    def _make(self, step: int) -> Batch:
+        batch = self.batches(step, self.batch_size)
         if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        return x
+            return _map(batch, lambda t: t.pin_memory().to(self.device, non_blocking=True))
+        return batch
 
-    def get(self, step: int, last_step: int) -> torch.Tensor:
+    def get(self, step: int, last_step: int) -> Batch:
         future = self.pending.pop(step, None) or self.pool.submit(self._make, step)
         if step + 1 < last_step:
             self.pending[step + 1] = self.pool.submit(self._make, step + 1)
-        return future.result().to(self.device)
+        return _map(future.result(), lambda t: t.to(self.device))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -200,14 +213,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def run_search(
     param: Parametrisation,
-    objective: Callable[[torch.Tensor], torch.Tensor],
-    batches: Callable[[int, int], torch.Tensor],
+    objective: Callable[[Any], torch.Tensor],
+    batches: Callable[[int, int], Batch],
     config: SearchConfig,
     *,
     identity: dict[str, Any] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    meter: Callable[[], float] | None = None,
 ) -> SearchResult:
     """Optimise ``param`` to minimise ``objective`` over ``batches(step, batch_size)``.
+
+    A batch is a tensor or a tuple of tensors (e.g. images and labels); the objective gets it as is.
+    ``meter`` returns the passes spent so far (e.g. ``model.passes.cost``); with ``config.budget`` the
+    search stops before exceeding it.
 
     ``identity`` (method, model, eps, ...) is stored in checkpoints with the loop settings; resuming with
     different values is refused. Raises :class:`SearchDivergedError` on NaN/inf (the last good
@@ -223,6 +241,11 @@ def run_search(
     amp_dtype = _amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16 and device.type == "cuda")
     fingerprint = {**config.fingerprint(), **(identity or {})}
+    if config.budget is not None:
+        if meter is None:
+            raise ValueError("a budget needs a meter of passes")
+        fingerprint["budget"] = config.budget
+    spent, step_cost = 0.0, 0.0
 
     start, history = 0, []
     best = {"loss": math.inf, "step": 0, "tensors": {k: v.detach().clone() for k, v in tensors.items()}}
@@ -251,6 +274,7 @@ def run_search(
             "tensors": {k: v.to(device) for k, v in state["best"]["tensors"].items()},
         }
         stale_windows = int(state.get("stale_windows", 0))
+        spent, step_cost = float(state.get("spent", 0.0)), float(state.get("step_cost", 0.0))
         resumed_from = start
 
     def snapshot(step: int) -> dict[str, Any]:
@@ -268,19 +292,31 @@ def run_search(
                 "tensors": {k: v.cpu() for k, v in best["tensors"].items()},
             },
             "stale_windows": stale_windows,
+            "spent": spent,
+            "step_cost": step_cost,
         }
 
     param.project_()
     prefetch = _Prefetcher(batches, config.batch_size, device)
+    budgeted = config.budget is not None
     bar = tqdm(
-        total=config.steps, initial=start, desc=config.desc, disable=not config.progress, dynamic_ncols=True, leave=True
+        total=int(config.budget) if budgeted else config.steps,
+        initial=min(round(spent), int(config.budget)) if budgeted else start,
+        unit="pass" if budgeted else "step",
+        desc=config.desc,
+        disable=not config.progress,
+        dynamic_ncols=True,
+        leave=True,
     )
     t0 = time.perf_counter()
     step = start
     stopped_early = False
     try:
         while step < config.steps:
+            if budgeted and step > start and spent + step_cost > config.budget + 1e-6:
+                break
             x = prefetch.get(step, config.steps)
+            before = meter() if meter is not None else 0.0
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 loss = objective(x)
@@ -295,6 +331,9 @@ def run_search(
                 raise SearchDivergedError(_diverged_message(step, math.nan, ckpt))
             history.append(loss_value)
             step += 1
+            if meter is not None:
+                step_cost = meter() - before
+                spent += step_cost
             if step % config.window == 0:
                 window_loss = sum(history[-config.window :]) / config.window
                 if window_loss < best["loss"] - config.min_delta:
@@ -308,12 +347,16 @@ def run_search(
                     stale_windows += 1
                 if config.patience is not None and stale_windows >= config.patience:
                     stopped_early = True
-            if ckpt is not None and (step % config.checkpoint_every == 0 or step == config.steps or stopped_early):
+            last = step == config.steps or (budgeted and spent + step_cost > config.budget + 1e-6)
+            if ckpt is not None and (step % config.checkpoint_every == 0 or last or stopped_early):
                 _save_checkpoint(ckpt, snapshot(step))
             if on_step is not None:
                 on_step(step, loss_value)
-            bar.update(1)
-            if step % 5 == 0 or step == config.steps:
+            if budgeted:
+                bar.update(min(round(spent), int(config.budget)) - bar.n)
+            else:
+                bar.update(1)
+            if step % 5 == 0 or last:
                 bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             if stopped_early:
                 break
@@ -340,6 +383,7 @@ def run_search(
         seconds=time.perf_counter() - t0,
         resumed_from=resumed_from,
         images_seen=(step - start) * config.batch_size,
+        passes=spent if meter is not None else None,
     )
 
 

@@ -1,0 +1,281 @@
+"""What a method is: a recipe (settings + objective + data) run by the one search loop.
+
+Every universal additive pattern method (dominant patterns and the UAP baselines) is a
+:class:`Recipe`: its settings dataclass (a :class:`UAPConfig` with the paper's defaults), a function
+that builds its objective for a model and a δ, the data it uses by default, and its nominal cost per
+step. :func:`run_recipe` does the rest (batches, δ and its L∞/L2 ball, the loop, metadata), so a new
+method is one small file.
+
+The unit of compute is the *pass*: one image through forward and backward (a forward-only image
+counts a third of a pass; :class:`~patternscope.models.PassCounter`). ``budget`` gives every method the
+same compute, whatever its batch size or number of forwards per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._version import __version__
+from ..data import BatchStream, ImageSet, check_crop_scale, training_sources
+from ..errors import PatternError
+from ..models import Classifier
+from ..objectives import Objective
+from ..patterns import AdditiveParam, Pattern, parse_eps
+from ..search import SearchConfig, SearchResult, run_search
+
+DataSpec = BatchStream | list[str | Path | ImageSet | torch.Tensor] | str | None
+SETTINGS = ("data-free", "label-free", "data-dependent")
+
+
+@dataclass
+class UAPConfig:
+    """Settings shared by every universal additive pattern (pixel space [0,1]).
+
+    Args:
+        eps: budget in [0,1] pixel units (default L∞ 10/255 = 0.0392).
+        norm: ``linf`` or ``l2``.
+        steps: search steps (a cap when a pass budget is given).
+        batch_size: images per step.
+        optimizer: ``adam``, ``sign`` (signed steps of size ``lr``) or ``sgd``.
+        lr: learning rate (Adam/SGD) or signed step size (pixel units); recipes whose papers give the
+            step relative to the budget set ``lr_eps`` instead.
+        lr_eps: when set, ``lr = lr_eps * eps`` (so the step scales with the budget).
+        weight_decay: Adam/SGD weight decay.
+        init: δ at the start: ``zeros`` or ``uniform`` (U(-eps, eps)).
+        clip_during_search: clip x + δ to [0,1] inside the search (evaluation always clips).
+        keep: return the ``last`` δ or the ``best`` (lowest mean loss over a window of steps).
+        window: steps per window for ``best`` and early stopping.
+        patience: stop after this many windows without improvement (None: never).
+        seed: fixes the batches and so the whole search.
+        crop_scale: zoom range for crops of image sources, e.g. (0.1, 1.0); None: fixed-scale crops.
+        amp: mixed precision (``False``, ``bf16``, ``fp16``).
+    """
+
+    eps: float = 10 / 255
+    norm: str = "linf"
+    steps: int = 300
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    lr_eps: float | None = None
+    weight_decay: float = 0.0
+    init: str = "zeros"
+    clip_during_search: bool = False
+    keep: str = "last"
+    window: int = 10
+    patience: int | None = None
+    seed: int = 0
+    crop_scale: tuple[float, float] | None = None
+    amp: bool | str = False
+
+    def validate(self) -> UAPConfig:
+        """Check every setting (raising :class:`PatternError` naming it); returns ``self``."""
+        self.eps = parse_eps(self.eps, self.norm)
+        if self.lr_eps is not None:
+            if self.lr_eps <= 0:
+                raise PatternError(f"lr_eps must be positive, got {self.lr_eps}")
+            self.lr = self.lr_eps * self.eps
+        check_crop_scale(self.crop_scale)
+        if self.keep not in ("last", "best"):
+            raise PatternError(f"keep must be last or best, got {self.keep!r}")
+        if self.optimizer not in ("adam", "sign", "sgd"):
+            raise PatternError(f"optimizer must be adam, sign or sgd, got {self.optimizer!r}")
+        if self.init not in ("zeros", "uniform"):
+            raise PatternError(f"init must be zeros or uniform, got {self.init!r}")
+        for name in ("steps", "batch_size", "window"):
+            if int(getattr(self, name)) < 1:
+                raise PatternError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise PatternError(f"lr must be positive, got {self.lr}")
+        return self
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method: how to build its objective, and what it needs.
+
+    Attributes:
+        name: the CLI name (``sgd-uap``).
+        title: method and paper, for tables.
+        config: its settings dataclass (the paper's defaults).
+        objective: ``(model, delta, config) -> Objective``; the objective gets each batch as given by
+            the stream: images, or ``(images, labels)`` when ``labelled(config)``.
+        default_data: data used when the caller gives none (``()``: no data at all).
+        step_cost: ``(config) -> passes per step`` (None when it varies, as in DeepFool).
+        uses_data: ``(config) -> bool``: False when the objective ignores the batches.
+        labelled: ``(config) -> bool``: batches carry labels.
+        param: ``(input_size, config, device) -> AdditiveParam`` when the method needs its own δ
+            (e.g. GD-UAP's rescaling); default: a plain δ in the ball, started as ``config.init``.
+        check: ``(config) -> None``, raising :class:`PatternError` for settings this method cannot take.
+    """
+
+    name: str
+    title: str
+    config: type[UAPConfig]
+    objective: Callable[[Classifier, torch.Tensor, Any], Objective]
+    default_data: tuple[str, ...]
+    step_cost: Callable[[Any], float | None]
+    uses_data: Callable[[Any], bool] = lambda _c: True
+    labelled: Callable[[Any], bool] = lambda _c: False
+    param: Callable[[tuple[int, int, int], Any, torch.device], AdditiveParam] | None = None
+    check: Callable[[Any], None] | None = None
+
+
+@dataclass
+class SearchOutcome:
+    """A found pattern and the search that made it (``best``: the best window's δ)."""
+
+    pattern: Pattern
+    result: SearchResult
+    best: Pattern
+
+
+def make_config(recipe: Recipe, config: UAPConfig | None, overrides: dict[str, Any]) -> UAPConfig:
+    """The recipe's validated settings: ``config`` (or its defaults) with ``overrides`` applied."""
+    base = config if config is not None else recipe.config()
+    if not isinstance(base, recipe.config):
+        raise PatternError(f"{recipe.name} takes a {recipe.config.__name__}, got a {type(base).__name__}")
+    unknown = sorted(set(overrides) - {f for f in asdict(base)})
+    if unknown:
+        raise PatternError(
+            f"{recipe.name} has no setting {', '.join(unknown)}; its settings: {', '.join(asdict(base))}"
+        )
+    config = replace(base, **overrides).validate()
+    if recipe.check is not None:
+        recipe.check(config)
+    return config
+
+
+def setting_of(recipe: Recipe, config: UAPConfig, stream: BatchStream | None) -> str:
+    """``data-dependent`` (uses labels), ``data-free`` (no images, or generated proxies only) or
+    ``label-free`` (real images, no labels)."""
+    if recipe.labelled(config):
+        return "data-dependent"
+    if stream is None or all(isinstance(s, str) for s in stream.sources):
+        return "data-free"
+    return "label-free"
+
+
+def steps_for_budget(recipe: Recipe, config: UAPConfig, budget: float) -> int:
+    """Steps that fit ``budget`` passes (a cap for methods of variable cost)."""
+    cost = recipe.step_cost(config)
+    if cost is None:
+        return max(1, int(budget))  # every step costs at least one pass
+    if budget < cost:
+        raise PatternError(
+            f"budget {budget:g} passes is less than one step of {recipe.name} ({cost:g} passes); raise --budget"
+        )
+    return int(budget // cost)
+
+
+def make_stream(recipe: Recipe, config: UAPConfig, model: Classifier, data: DataSpec) -> BatchStream | None:
+    """The batch stream for ``data`` (the recipe's default data when None); None if it uses no data."""
+    if not recipe.uses_data(config):
+        return None
+    if isinstance(data, BatchStream):
+        return data
+    if data is None:
+        data = list(recipe.default_data)
+    specs = [data] if isinstance(data, (str, Path, ImageSet, torch.Tensor)) else list(data)
+    if not specs:
+        raise PatternError(f"{recipe.name} needs data; give images or a proxy such as jigsaw")
+    stream = BatchStream(training_sources(specs), model.input_size, seed=config.seed, crop_scale=config.crop_scale)
+    if recipe.labelled(config) and not all(isinstance(s, ImageSet) and s.has_labels for s in stream.sources):
+        raise PatternError(
+            f"{recipe.name} with labels needs labelled images (an ImageFolder tree) for every --data source; "
+            "or use its label-free variant"
+        )
+    return stream
+
+
+def run_recipe(
+    recipe: Recipe,
+    model: Classifier,
+    data: DataSpec = None,
+    config: UAPConfig | None = None,
+    *,
+    budget: float | None = None,
+    device: str | torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 25,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> SearchOutcome:
+    """Search ``recipe``'s pattern for ``model``; see :func:`patternscope.methods.find_pattern`."""
+    config = make_config(recipe, config, overrides)
+    if budget is not None:
+        if not (budget > 0 and math.isfinite(budget)):
+            raise PatternError(f"budget must be a positive number of passes, got {budget}")
+        config.steps = steps_for_budget(recipe, config, budget)
+    layer = getattr(config, "layer", None)
+    model.check_layer(layer)
+    dev = torch.device(device) if device is not None else model.device
+    model = model.to(dev)
+    stream = make_stream(recipe, config, model, data)
+    if stream is None:
+        empty = torch.empty(0)
+
+        def batches(_step: int, _size: int) -> torch.Tensor:
+            return empty
+    else:
+        batches = stream.labelled_batch if recipe.labelled(config) else stream.batch
+    if recipe.param is not None:
+        param = recipe.param(model.input_size, config, dev)
+    else:
+        param = AdditiveParam(model.input_size, config.eps, config.norm, device=dev, init=config.init, seed=config.seed)
+    objective = recipe.objective(model, param.delta, config)
+    tick = getattr(param, "tick", None)
+    if tick is not None:  # parametrisations that count steps (rescaling schedules)
+        inner = objective
+        objective = Objective(lambda x: (tick(), inner(x))[1], inner.name)
+    loop = SearchConfig(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        device=str(dev),
+        amp=config.amp,
+        seed=config.seed,
+        checkpoint_path=Path(checkpoint) if checkpoint is not None else None,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        window=config.window,
+        patience=config.patience,
+        progress=progress,
+        desc=recipe.name,
+        budget=budget,
+    )
+    data_text = stream.describe() if stream is not None else "none (the pattern alone)"
+    settings = {k: v for k, v in asdict(config).items() if k not in ("eps", "norm")}
+    identity = {"method": recipe.name, "model": model.spec, "eps": config.eps, "norm": config.norm, "data": data_text}
+    identity["settings"] = {k: v for k, v in settings.items() if k not in ("steps", "patience", "keep")}
+    result = run_search(param, objective, batches, loop, identity=identity, meter=model.passes.cost)
+    meta = {
+        "method": recipe.name,
+        "title": recipe.title,
+        "model": model.spec,
+        "weights": model.weights,
+        "steps": result.steps_done,
+        "seed": config.seed,
+        "data": data_text,
+        "setting": setting_of(recipe, config, stream),
+        "label_free": not recipe.labelled(config),
+        "settings": settings,
+        "clip_during_search": config.clip_during_search,
+        "budget": budget,
+        "passes": result.passes,
+        "patternscope_version": __version__,
+    }
+    last = Pattern(param.delta.detach().cpu(), config.eps, config.norm, {**meta, "kept": "last"})
+    best = Pattern(
+        result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
+    )
+    return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)
