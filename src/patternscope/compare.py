@@ -33,7 +33,7 @@ from .methods.recipe import make_config, make_stream, run_recipe, setting_of, st
 from .metrics import evaluate_pattern
 from .models import DEFAULT_MODEL, load_model, resolve_device
 from .patterns import Pattern, parse_eps
-from .runs import DEFAULT_DATA, describe_source, evaluate_into, parse_model_kwargs, resolve_data
+from .runs import DEFAULT_DATA, evaluate_into, parse_model_kwargs, prepare_run_dir, resolve_data
 
 DEFAULT_BUDGET = 3200  # passes: 100 steps of dominant patterns at batch 32 (about 75 s on 2 CPU cores)
 
@@ -260,8 +260,8 @@ def _run_one(
 
 
 def _prepare_compare_dir(out: Path, opts: CompareOptions) -> Path:
-    from .runs import prepare_run_dir
-
+    if opts.resume and opts.overwrite:
+        raise RunDirError("--resume and --overwrite contradict each other; choose one")
     if ((out / "compare.json").exists() or (out / "config.json").exists()) and not (opts.resume or opts.overwrite):
         raise RunDirError(
             f"{str(out)!r} already holds a comparison; pass --resume to continue it or --overwrite to start again"
@@ -462,7 +462,6 @@ __all__ = [
     "MethodRow",
     "Transfer",
     "compare_methods",
-    "describe_source",
     "format_comparison",
     "format_transfer",
     "parse_setting",
