@@ -8,6 +8,7 @@ extra: ``pip install "patternscope[peers]"`` (adversarial-robustness-toolbox).
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,7 @@ def art_universal_perturbation(
     eps_value = parse_eps(eps, norm)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input_size):
         raise PatternError(f"images must be N x {model.input_size}, got {tuple(images.shape)}")
+    random.seed(seed)  # ART shuffles the images with Python's random module
     np.random.seed(seed)
     classifier = PyTorchClassifier(
         model=model,
