@@ -33,7 +33,14 @@ from .methods.recipe import make_config, make_stream, run_recipe, setting_of, st
 from .metrics import evaluate_pattern
 from .models import DEFAULT_MODEL, load_model, resolve_device
 from .patterns import Pattern, parse_eps
-from .runs import DEFAULT_DATA, evaluate_into, parse_model_kwargs, prepare_run_dir, resolve_data
+from .runs import (
+    DEFAULT_DATA,
+    evaluate_into,
+    load_options_model,
+    parse_model_kwargs,
+    prepare_run_dir,
+    resolve_data,
+)
 
 DEFAULT_BUDGET = 3200  # passes: 100 steps of dominant patterns at batch 32 (about 75 s on 2 CPU cores)
 
@@ -151,16 +158,10 @@ def compare_methods(opts: CompareOptions, *, progress: bool = True, log: Callabl
         overrides = {"eps": eps, "norm": opts.norm, "seed": opts.seed, "amp": amp, **opts.settings.get(recipe.name, {})}
         configs[recipe.name] = make_config(recipe, None, overrides)
         steps_for_budget(recipe, configs[recipe.name], opts.budget)
+    model_kwargs = parse_model_kwargs(opts.model_kwargs)
     out = _prepare_compare_dir(Path(opts.out), opts)
     device = resolve_device(opts.device)
-    model = load_model(
-        opts.model,
-        opts.weights,
-        device=device,
-        trust_pickle=opts.trust_pickle,
-        allow_download=opts.allow_download,
-        model_kwargs=parse_model_kwargs(opts.model_kwargs),
-    )
+    model = load_options_model(opts, device, model_kwargs)
     shared_data = list(opts.data) if opts.data else list(DEFAULT_DATA)
     train, evaluation = resolve_data(shared_data, opts.eval_data, opts.holdout, opts.seed)
     write_json(

@@ -185,14 +185,7 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
     if opts.resume and (out / "config.json").exists():
         _check_same_options(out / "config.json", opts)
     device = resolve_device(opts.device)
-    model = load_model(
-        opts.model,
-        opts.weights,
-        device=device,
-        trust_pickle=opts.trust_pickle,
-        allow_download=opts.allow_download,
-        model_kwargs=model_kwargs,
-    )
+    model = load_options_model(opts, device, model_kwargs)
     model.check_layer(opts.layer)
     train, evaluation = resolve_data(opts.data, opts.eval_data, opts.holdout, opts.seed)
     write_json(
@@ -221,6 +214,18 @@ def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable
         out, model, pattern, evaluation, opts.eval_views, opts.eval_batch_size, opts.seed, outcome.result.summary()
     )
     return summary
+
+
+def load_options_model(opts: Any, device: torch.device, model_kwargs: dict[str, Any]) -> Classifier:
+    """The model named by a command's options (``model``, ``weights``, ``trust_pickle``, ``allow_download``)."""
+    return load_model(
+        opts.model,
+        opts.weights,
+        device=device,
+        trust_pickle=opts.trust_pickle,
+        allow_download=opts.allow_download,
+        model_kwargs=model_kwargs,
+    )
 
 
 def parse_crop_scale(text: str | None) -> tuple[float, float] | None:
