@@ -93,3 +93,50 @@ def digit_folders(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> d
     train = save_digit_images(root / "train", digits.train_x[:256], None, tree=False)
     test = save_digit_images(root / "test", digits.test_x[:120], digits.test_y[:120], tree=True)
     return {"train": train, "test": test}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backdoor experiments: SmallCNNs trained the same way on digits, clean and with a BadNets trigger
+
+BACKDOOR_TARGET = 3
+
+
+@dataclass
+class BackdoorCase:
+    model: Classifier
+    net: torch.nn.Module
+    trigger: object
+    target: int | None
+    data: object  # patternscope.datasets.LabelledData
+
+
+def _train_small(data: object, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.nn.Module:
+    from patternscope.kit import SmallCNN, TrainConfig, train_classifier
+
+    torch.manual_seed(seed)
+    return train_classifier(SmallCNN(size=16), x, y, TrainConfig(epochs=12, batch_size=32, lr=3e-3, seed=seed))
+
+
+@pytest.fixture(scope="session")
+def digit_data() -> object:
+    from patternscope.datasets import load_digits
+
+    return load_digits(size=16)
+
+
+@pytest.fixture(scope="session")
+def backdoored(digit_data: object) -> BackdoorCase:
+    from patternscope.kit import PatchTrigger, poison_dataset
+
+    trigger = PatchTrigger(size=3, position="bottom-right", colour=1.0)
+    poisoned = poison_dataset(digit_data.train_x, digit_data.train_y, trigger, BACKDOOR_TARGET, rate=0.1, seed=0)
+    net = _train_small(digit_data, poisoned.x, poisoned.y, seed=0)
+    model = Classifier(net, mean=(0.0,), std=(1.0,), input_size=(1, 16, 16), spec="SmallCNN-badnets")
+    return BackdoorCase(model, net, trigger, BACKDOOR_TARGET, digit_data)
+
+
+@pytest.fixture(scope="session")
+def clean_small(digit_data: object) -> BackdoorCase:
+    net = _train_small(digit_data, digit_data.train_x, digit_data.train_y, seed=0)
+    model = Classifier(net, mean=(0.0,), std=(1.0,), input_size=(1, 16, 16), spec="SmallCNN-clean")
+    return BackdoorCase(model, net, None, None, digit_data)

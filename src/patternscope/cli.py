@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     dom.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_output_flags(dom)
 
+    _add_classwise_parser(methods)
+    _add_scan_parser(sub)
+
     ev = sub.add_parser(
         "evaluate",
         help="measure a saved pattern on a model and images",
@@ -266,6 +269,100 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LABELLED_HELP = (
+    "labelled images: an ImageFolder tree (one sub-folder per class; any size or channel count, resized "
+    "whole to the model's input) or a built-in set: digits, fashion-mnist (its test split)"
+)
+
+
+def _add_classwise_parser(methods: argparse._SubParsersAction) -> None:
+    from .classwise_runs import ClasswiseOptions
+
+    d = ClasswiseOptions()
+    cw = methods.add_parser(
+        "classwise",
+        help="class-wise pattern (Zhao et al. 2021): a small stamp that makes the model predict a class",
+        description="Search the class-wise pattern of one class (--class N) or of every class (--all-classes): "
+        "a mask over a canvas image of the class, blended into images of other classes; the top-k mask pixels "
+        "of the canvas are the pattern. Reports its attack success on held-out images of other classes, per "
+        "source class, next to the rate without it. Writes pattern.*, examples.png, canvas_mask.png, "
+        "classwise.json (and gallery.png with --all-classes) into --out.",
+    )
+    cw.add_argument("--out", required=True, metavar="DIR", help="run folder to write (created if missing)")
+    _add_model_options(cw)
+    cw.add_argument("--data", required=True, metavar="SOURCE", help=LABELLED_HELP)
+    which = cw.add_mutually_exclusive_group(required=True)
+    which.add_argument("--class", dest="target", type=int, metavar="N", help="the target class index")
+    which.add_argument("--all-classes", action="store_true", help="every class, and a gallery of all patterns")
+    cw.add_argument("--canvas", metavar="IMAGE", help="canvas image of the class (default: its most confident image)")
+    cw.add_argument(
+        "--holdout", type=float, default=d.holdout, help=f"share of each class held out (default {d.holdout})"
+    )
+    cw.add_argument(
+        "--max-search-images",
+        type=int,
+        default=d.max_search_images,
+        help=f"cap on search images of other classes (default {d.max_search_images}, as the paper)",
+    )
+    cw.add_argument("--steps", type=int, default=None, help="search steps (default: --epochs over the search images)")
+    cw.add_argument(
+        "--epochs", type=float, default=d.epochs, help=f"passes over the search images (default {d.epochs:g})"
+    )
+    cw.add_argument(
+        "--max-steps", type=int, default=d.max_steps, help=f"cap on steps from --epochs (default {d.max_steps})"
+    )
+    cw.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    cw.add_argument("--lr", type=float, default=d.lr, help=f"signed step on the mask (default {d.lr})")
+    cw.add_argument("--alpha", type=float, default=d.alpha, help=f"weight of the cross-entropy (default {d.alpha})")
+    cw.add_argument(
+        "--top-k",
+        type=float,
+        default=d.top_k,
+        help=f"pattern size: a share of the pixels if < 1, else a pixel count (default {d.top_k})",
+    )
+    cw.add_argument("--learn-canvas", action="store_true", help="also learn the canvas colours (as the scan does)")
+    cw.add_argument("--success", type=float, default=d.success, help=f"success rate for 'min k' (default {d.success})")
+    cw.add_argument("--seed", type=int, default=d.seed, help=f"seed for the split and batches (default {d.seed})")
+    cw.add_argument("--resume", action="store_true", help="keep finished classes, continue the rest")
+    cw.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    _add_output_flags(cw)
+
+
+def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
+    from .scan import ScanConfig
+
+    d = ScanConfig()
+    sc = sub.add_parser(
+        "scan",
+        help="scan a model for backdoors with class-wise patterns",
+        description="Find every class's class-wise pattern (learned canvas), the smallest number of pixels that "
+        "reaches --success on held-out images of other classes, and flag classes that need anomalously few "
+        "(MAD anomaly index > --threshold in log space and at most --max-ratio of the median). Writes scan.json, "
+        "scan.txt, gallery.png, the recovered trigger of each flagged class and classes/NNN/ into --out.",
+    )
+    sc.add_argument("--out", required=True, metavar="DIR", help="run folder to write (created if missing)")
+    _add_model_options(sc)
+    sc.add_argument("--data", required=True, metavar="SOURCE", help=f"clean {LABELLED_HELP}")
+    sc.add_argument("--classes", metavar="LIST", help="only these classes, comma-separated (default all)")
+    sc.add_argument("--steps", type=int, default=d.steps, help=f"search steps per class (default {d.steps})")
+    sc.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    sc.add_argument("--success", type=float, default=d.success, help=f"target attack success (default {d.success})")
+    sc.add_argument("--top-k", type=float, default=d.top_k, help=f"fixed pattern size column (default {d.top_k})")
+    sc.add_argument("--threshold", type=float, default=d.threshold, help=f"MAD anomaly index (default {d.threshold})")
+    sc.add_argument(
+        "--max-ratio", type=float, default=d.max_ratio, help=f"flag only below this share of median k ({d.max_ratio})"
+    )
+    sc.add_argument("--holdout", type=float, default=d.holdout, help=f"share of each class held out ({d.holdout})")
+    sc.add_argument(
+        "--natural-canvas", action="store_true", help="keep the canvas colours fixed (the paper's method; weaker)"
+    )
+    sc.add_argument("--seed", type=int, default=d.seed, help=f"seed for the split and batches (default {d.seed})")
+    sc.add_argument("--neural-cleanse", action="store_true", help="also run Neural Cleanse on the same data")
+    sc.add_argument("--resume", action="store_true", help="keep finished classes, continue the rest")
+    sc.add_argument("--overwrite", action="store_true", help="replace a scan already in --out")
+    _add_output_flags(sc)
+
+
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -283,6 +380,77 @@ def _cmd_find_dominant(args: argparse.Namespace) -> int:
         print(json.dumps(summary.headline(), indent=2))
     elif not args.quiet:
         print(format_evaluation(summary.evaluation))
+        print(f"run folder: {summary.out}")
+    return EXIT_OK
+
+
+def _log_for(args: argparse.Namespace) -> Callable[[str], None]:
+    return (lambda _msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))
+
+
+def _cmd_find_classwise(args: argparse.Namespace) -> int:
+    from .classwise_runs import ClasswiseOptions, find_classwise_run, format_classwise
+
+    names = {f.name for f in fields(ClasswiseOptions)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    summary = find_classwise_run(ClasswiseOptions(**values), progress=not (args.quiet or args.json), log=_log_for(args))
+    if args.json:
+        print(json.dumps({"out": str(summary.out), "classes": summary.rows}, indent=2))
+    elif not args.quiet:
+        print(format_classwise(summary))
+        print(f"run folder: {summary.out}")
+    return EXIT_OK
+
+
+def _parse_classes(text: str | None) -> list[int] | None:
+    from .errors import DataError
+
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DataError(f"--classes must be comma-separated class indices, got {text!r}") from None
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from .classwise_runs import ScanOptions, format_scan, scan_run
+    from .scan import ScanConfig
+
+    config = ScanConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        success=args.success,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        max_ratio=args.max_ratio,
+        holdout=args.holdout,
+        learn_canvas=not args.natural_canvas,
+        seed=args.seed,
+    )
+    opts = ScanOptions(
+        out=args.out,
+        data=args.data,
+        model=args.model,
+        weights=args.weights,
+        model_kwargs=args.model_kwargs,
+        device=args.device,
+        trust_pickle=args.trust_pickle,
+        allow_download=args.allow_download,
+        classes=_parse_classes(args.classes),
+        neural_cleanse=args.neural_cleanse,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        config=config,
+    )
+    summary = scan_run(opts, progress=not (args.quiet or args.json), log=_log_for(args))
+    if args.json:
+        payload = json.loads((summary.out / "scan.json").read_text())
+        print(json.dumps(payload, indent=2))
+    elif not args.quiet:
+        print(format_scan(summary.report))
+        for t in summary.report.flagged:
+            print(f"recovered trigger of class {t}: {summary.out / f'trigger_class{t}.png'}")
         print(f"run folder: {summary.out}")
     return EXIT_OK
 
@@ -412,7 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         warnings.formatwarning = lambda msg, cat, *a, **k: f"patternscope: warning: {msg}\n"
     handlers = {
-        "find": _cmd_find_dominant,
+        "find": lambda a: _cmd_find_classwise(a) if a.method == "classwise" else _cmd_find_dominant(a),
+        "scan": _cmd_scan,
         "evaluate": _cmd_evaluate,
         "compare": _cmd_compare,
         "transfer": _cmd_transfer,

@@ -160,3 +160,56 @@ def heatmap(
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def image_table(
+    path: str | Path,
+    columns: Sequence[tuple[str, Sequence[torch.Tensor]]],
+    row_titles: Sequence[str],
+    title: str,
+    cell: float = 1.45,
+) -> Path:
+    """A grid of images: one column per (title, images) entry, one row per image kind (``row_titles``)."""
+    n_cols, n_rows = len(columns), len(row_titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols + 0.8, cell * n_rows + 0.7), squeeze=False)
+    for j, (col_title, images) in enumerate(columns):
+        for i in range(n_rows):
+            ax = axes[i, j]
+            if i < len(images):
+                _show(ax, images[i])
+            else:
+                ax.axis("off")
+            if i == 0:
+                ax.set_title(_short(col_title, 16), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(row_titles[i], fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def stamped_examples(
+    path: str | Path,
+    images: torch.Tensor,
+    stamped: torch.Tensor,
+    clean_pred: Sequence[int],
+    stamped_pred: Sequence[int],
+    class_names: Sequence[str],
+    title: str,
+) -> Path:
+    """Held-out images (top) and the same images with a class-wise pattern stamped (bottom), with predictions."""
+    n = images.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.6, 3.9), squeeze=False)
+    for i in range(n):
+        _show(axes[0, i], images[i])
+        axes[0, i].set_title(_short(class_names[int(clean_pred[i])], 12), fontsize=8)
+        _show(axes[1, i], stamped[i])
+        changed = int(clean_pred[i]) != int(stamped_pred[i])
+        axes[1, i].set_title(
+            _short(class_names[int(stamped_pred[i])], 12), fontsize=8, color="firebrick" if changed else "black"
+        )
+    axes[0, 0].set_ylabel("clean", fontsize=9)
+    axes[1, 0].set_ylabel("stamped", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

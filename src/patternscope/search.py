@@ -45,6 +45,10 @@ class SearchInterrupted(Exception):
         super().__init__(f"search interrupted at step {step}{where}")
 
 
+class StopSearch(Exception):
+    """Raised by an ``on_step`` callback to end the search after the current step (its own stopping rule)."""
+
+
 class SignedSteps(torch.optim.Optimizer):
     """Signed gradient steps: p <- p - lr * sign(grad) (FGSM-style, as in class-wise patterns)."""
 
@@ -80,6 +84,7 @@ class SearchConfig:
         min_delta: improvement that counts for early stopping.
         progress: show a tqdm progress bar with the current loss.
         desc: the progress bar's label.
+        adam_betas: Adam's (beta1, beta2).
         budget: stop before the passes counted by ``run_search``'s ``meter`` would exceed this (one
             pass = one image through forward and backward); ``steps`` then is only a cap. The next step
             is assumed to cost what the last one did, so fixed-cost recipes never exceed the budget.
@@ -102,6 +107,7 @@ class SearchConfig:
     progress: bool = True
     desc: str = "search"
     budget: float | None = None
+    adam_betas: tuple[float, float] = (0.9, 0.999)
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended)."""
@@ -140,7 +146,7 @@ class SearchResult:
 
 def make_optimizer(params: list[torch.Tensor], config: SearchConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay)
     if config.optimizer == "sign":
         return SignedSteps(params, lr=config.lr)
     if config.optimizer == "sgd":
@@ -224,6 +230,7 @@ def run_search(
     """Optimise ``param`` to minimise ``objective`` over ``batches(step, batch_size)``.
 
     A batch is a tensor or a tuple of tensors (e.g. images and labels); the objective gets it as is.
+    ``on_step(step, loss)`` runs after each step and may raise :class:`StopSearch` to end the search.
     ``meter`` returns the passes spent so far (e.g. ``model.passes.cost``); with ``config.budget`` the
     search stops before exceeding it.
 
@@ -351,7 +358,12 @@ def run_search(
             if ckpt is not None and (step % config.checkpoint_every == 0 or last or stopped_early):
                 _save_checkpoint(ckpt, snapshot(step))
             if on_step is not None:
-                on_step(step, loss_value)
+                try:
+                    on_step(step, loss_value)
+                except StopSearch:
+                    stopped_early = True
+                    if ckpt is not None:
+                        _save_checkpoint(ckpt, snapshot(step))
             if budgeted:
                 bar.update(min(round(spent), int(config.budget)) - bar.n)
             else:

@@ -1,0 +1,23 @@
+"""Experiment kit: small CNNs, a trainer, PGD adversarial training and data poisoning (BadNets, blended).
+
+What the class-wise pattern and backdoor-scan experiments need to build their three settings (natural,
+backdoored, adversarially trained) on real data; useful on its own for making test models.
+"""
+
+from .nets import SmallCNN
+from .poison import BlendTrigger, PatchTrigger, PoisonedData, Trigger, attack_success_rate, poison_dataset
+from .train import TrainConfig, accuracy, pgd_attack, train_classifier
+
+__all__ = [
+    "BlendTrigger",
+    "PatchTrigger",
+    "PoisonedData",
+    "SmallCNN",
+    "TrainConfig",
+    "Trigger",
+    "accuracy",
+    "attack_success_rate",
+    "pgd_attack",
+    "poison_dataset",
+    "train_classifier",
+]
