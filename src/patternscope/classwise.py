@@ -274,6 +274,19 @@ def choose_canvas(
     return int(score.argmax())
 
 
+def spread_examples(images: torch.Tensor, labels: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Up to ``n`` images, one per class in turn (first of each class, then second, ...), for figures."""
+    order: list[int] = []
+    by_class = [torch.nonzero(labels == c).flatten().tolist() for c in torch.unique(labels).tolist()]
+    depth = 0
+    while len(order) < min(n, len(labels)):
+        for idx in by_class:
+            if depth < len(idx) and len(order) < n:
+                order.append(idx[depth])
+        depth += 1
+    return images[torch.tensor(order, dtype=torch.long)]
+
+
 def other_classes(images: torch.Tensor, labels: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
     keep = labels != target
     return images[keep], labels[keep]

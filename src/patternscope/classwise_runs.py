@@ -28,6 +28,7 @@ from .classwise import (
     predicted,
     predictive_power,
     smallest_k,
+    spread_examples,
 )
 from .data import image_folder, read_image
 from .datasets import load_dataset
@@ -243,7 +244,7 @@ def _one_class(
     pattern = found.pattern
     pattern.meta.update({"canvas": canvas_from, "data": opts.data})
     power = predictive_power(model, pattern, ex, ey)
-    hx, _ = other_classes(ex, ey, t)
+    hx, hy = other_classes(ex, ey, t)
     k_min, s_min = smallest_k(model, pattern, hx, opts.success)
     names = model.class_names
     row = {
@@ -261,7 +262,7 @@ def _one_class(
     }
     pattern.save(folder)
     with torch.no_grad():
-        show = hx[: min(8, len(hx))]
+        show = spread_examples(hx, hy)
         stamped = pattern.stamp(show)
         figures.stamped_examples(
             folder / "examples.png",
@@ -394,8 +395,8 @@ def _write_scan_outputs(
             cell=2.0,
         )
         _, held = stratified_split(data.labels, report.config["holdout"], report.config["seed"])
-        hx, _ = other_classes(data.images[held], data.labels[held], t)
-        show = hx[:8]
+        hx, hy = other_classes(data.images[held], data.labels[held], t)
+        show = spread_examples(hx, hy)
         stamped = p.stamp(show)
         figures.stamped_examples(
             out / f"trigger_class{t}_examples.png",
