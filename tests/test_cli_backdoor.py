@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patternscope.cli import EXIT_OK, EXIT_USER, main
 from patternscope.classwise import ClasswisePattern
+from patternscope.cli import EXIT_OK, EXIT_USER, main
 
 SPEC = "patternscope.kit.nets:SmallCNN"
 KWARGS = '{"size": 16}'
