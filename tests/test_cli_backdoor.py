@@ -184,3 +184,43 @@ def test_scan_needs_labelled_folders(tmp_path, weights, capsys):
     )
     assert "class labels" in capsys.readouterr().err
     assert not (tmp_path / "s" / "scan.json").exists()
+
+
+def test_scan_cli_runs_neural_cleanse_beside_it(tmp_path, weights, rgb_tree, capsys):
+    args = [
+        "scan",
+        "--out",
+        str(tmp_path / "nc"),
+        "--data",
+        str(rgb_tree),
+        "--steps",
+        "100",
+        "--classes",
+        "2,3,4,5",
+        "--neural-cleanse",
+        "--nc-seeds",
+        "1",
+        "--nc-max-epochs",
+        "6",
+        "--json",
+        *_model_args(weights["backdoored"]),
+    ]
+    assert main(args) == EXIT_OK
+    payload = json.loads(capsys.readouterr().out)
+    nc = payload["neural_cleanse"]
+    assert [r["target"] for r in payload["classes"]] == [2, 3, 4, 5]
+    assert len(nc["l1"]) == 4 and nc["config"]["seeds"] == 1 and nc["seconds"] > 0
+    bad = [
+        "scan",
+        "--out",
+        str(tmp_path / "nc2"),
+        "--data",
+        str(rgb_tree),
+        "--neural-cleanse",
+        "--nc-seeds",
+        "0",
+        *_model_args(weights["backdoored"]),
+    ]
+    assert main(bad) == EXIT_USER
+    assert "seeds must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "nc2").exists()  # refused before anything was written

@@ -319,6 +319,8 @@ class ScanOptions:
     allow_download: bool = False
     classes: list[int] | None = None
     neural_cleanse: bool = False
+    nc_seeds: int = 3
+    nc_max_epochs: int = 60
     resume: bool = False
     overwrite: bool = False
     config: ScanConfig = field(default_factory=ScanConfig)
@@ -333,6 +335,9 @@ class ScanSummary:
 
 def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> ScanSummary:
     """``patternscope scan``: class-wise patterns of every class, anomaly test, verdict and trigger."""
+    from .neural_cleanse import NeuralCleanseConfig, neural_cleanse
+
+    nc_config = NeuralCleanseConfig(seeds=opts.nc_seeds, max_epochs=opts.nc_max_epochs)  # checked before work
     out = _check_run_dir(opts.out, opts.resume, opts.overwrite)
     model, data = _model_and_data(opts, log)
     options = {k: v for k, v in asdict(opts).items() if k != "config"}
@@ -352,10 +357,8 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
     )
     nc = None
     if opts.neural_cleanse:
-        from .neural_cleanse import neural_cleanse
-
         search_idx, _ = stratified_split(data.labels, opts.config.holdout, opts.config.seed)
-        result = neural_cleanse(model, data.images[search_idx], classes=opts.classes, progress=progress)
+        result = neural_cleanse(model, data.images[search_idx], nc_config, classes=opts.classes, progress=progress)
         nc = result.to_dict()
         log(f"Neural Cleanse: flagged {result.flagged or 'nothing'} in {result.seconds:.1f} s")
     _write_scan_outputs(out, model, data, report, nc)

@@ -358,6 +358,8 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     )
     sc.add_argument("--seed", type=int, default=d.seed, help=f"seed for the split and batches (default {d.seed})")
     sc.add_argument("--neural-cleanse", action="store_true", help="also run Neural Cleanse on the same data")
+    sc.add_argument("--nc-seeds", type=int, default=3, help="Neural Cleanse runs averaged per class (default 3)")
+    sc.add_argument("--nc-max-epochs", type=int, default=60, help="Neural Cleanse epoch cap per run (default 60)")
     sc.add_argument("--resume", action="store_true", help="keep finished classes, continue the rest")
     sc.add_argument("--overwrite", action="store_true", help="replace a scan already in --out")
     _add_output_flags(sc)
@@ -439,6 +441,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         allow_download=args.allow_download,
         classes=_parse_classes(args.classes),
         neural_cleanse=args.neural_cleanse,
+        nc_seeds=args.nc_seeds,
+        nc_max_epochs=args.nc_max_epochs,
         resume=args.resume,
         overwrite=args.overwrite,
         config=config,

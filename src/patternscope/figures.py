@@ -213,3 +213,26 @@ def stamped_examples(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def labelled_grid(
+    path: str | Path,
+    rows: Sequence[tuple[str, Sequence[tuple[str, torch.Tensor]]]],
+    title: str,
+    cell: float = 1.45,
+) -> Path:
+    """A grid of images with a title per cell: ``rows`` is [(row title, [(cell title, image), ...]), ...]."""
+    n_rows, n_cols = len(rows), max(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols + 1.0, (cell + 0.35) * n_rows + 0.6), squeeze=False)
+    for i, (row_title, cells) in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            if j >= len(cells):
+                ax.axis("off")
+                continue
+            _show(ax, cells[j][1])
+            ax.set_title(cells[j][0], fontsize=7)
+        axes[i, 0].set_ylabel(row_title, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

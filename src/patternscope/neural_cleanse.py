@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .anomaly import anomaly_indices
 from .classwise import epoch_batches
-from .errors import DataError, SearchDivergedError
+from .errors import DataError, PatternError, SearchDivergedError
 from .models import Classifier
 from .search import SearchConfig, StopSearch, run_search
 
@@ -55,6 +55,13 @@ class NeuralCleanseConfig:
     max_epochs: int = 60
     seeds: int = 3
     threshold: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("images", "batch_size", "patience", "max_epochs", "seeds"):
+            if getattr(self, name) < 1:
+                raise PatternError(f"Neural Cleanse setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 < self.success <= 1 or self.cost_multiplier <= 1:
+            raise PatternError("Neural Cleanse needs lr > 0, success in (0, 1] and cost_multiplier > 1")
 
 
 @dataclass
