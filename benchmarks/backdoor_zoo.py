@@ -8,7 +8,7 @@ positive rates and wall times side by side, and writes benchmarks/results/backdo
 
 Each finished model is appended to a JSONL file, so an interrupted run resumes where it stopped.
 
-    python benchmarks/backdoor_zoo.py                 # the full zoo (about 80 min on one CPU core)
+    python benchmarks/backdoor_zoo.py                 # the full zoo (about 65 min on one CPU core)
     python benchmarks/backdoor_zoo.py --limit 2       # a quick look
 """
 
@@ -51,7 +51,12 @@ BACKDOORED: list[tuple[str, Any, int, float]] = [
     ("blend-noise-a0.10", BlendTrigger(0.10, "noise", seed=1), 7, 0.05),
     ("blend-stripes-a0.10", BlendTrigger(0.10, "stripes"), 8, 0.05),
     ("blend-noise-a0.20", BlendTrigger(0.20, "noise", seed=2), 9, 0.10),
+    # added after patch4-white-centre-1pct failed to implant (ASR 0.19): same trigger, 3% poison
+    ("patch4-white-centre-3pct", PatchTrigger(4, "centre"), 5, 0.03),
 ]
+# a model whose trigger works on fewer than this share of held-out images carries no working backdoor:
+# it is listed, but left out of the true-positive rate (a detector cannot be blamed for missing it)
+IMPLANTED_ASR = 0.5
 CLEAN = 10
 NC_BENCH = NeuralCleanseConfig(seeds=1)  # the defaults but one seed (as the authors ran it), for time: see README
 
@@ -66,7 +71,9 @@ def zoo() -> list[dict[str, Any]]:
     return models
 
 
-def run_one(spec: dict[str, Any], data: Any, train_n: int, epochs: int) -> dict[str, Any]:
+def run_one(
+    spec: dict[str, Any], data: Any, train_n: int, epochs: int, nc_config: NeuralCleanseConfig
+) -> dict[str, Any]:
     x, y = data.train_x[:train_n], data.train_y[:train_n]
     if spec["trigger"] is not None:
         poisoned = poison_dataset(x, y, spec["trigger"], spec["target"], spec["rate"], seed=spec["seed"])
@@ -101,7 +108,7 @@ def run_one(spec: dict[str, Any], data: Any, train_n: int, epochs: int) -> dict[
     from patternscope.scan import stratified_split
 
     search_idx, _ = stratified_split(clean_y, 0.3, spec["seed"])
-    nc = neural_cleanse(model, clean_x[search_idx], NC_BENCH)
+    nc = neural_cleanse(model, clean_x[search_idx], nc_config)
     row.update(
         nc_flagged=nc.flagged,
         nc_s=round(nc.seconds, 1),
@@ -113,7 +120,9 @@ def run_one(spec: dict[str, Any], data: Any, train_n: int, epochs: int) -> dict[
 
 
 def correct(flagged: list[int], row: dict[str, Any]) -> str:
-    """TP: flags exactly the target (or it among others: counted TP, extra flags noted); FP: flags a clean model."""
+    """TP: flags the target (extra flags are counted apart); FP: flags a clean model; "-": implant failed."""
+    if row["backdoored"] and row["attack_success"] < IMPLANTED_ASR:
+        return "-"
     if row["backdoored"]:
         return "TP" if row["target"] in flagged else "FN"
     return "FP" if flagged else "TN"
@@ -121,8 +130,11 @@ def correct(flagged: list[int], row: dict[str, Any]) -> str:
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    n_bd = sum(r["backdoored"] for r in rows)
-    n_clean = len(rows) - n_bd
+    n_bd = sum(r["backdoored"] and r["attack_success"] >= IMPLANTED_ASR for r in rows)
+    n_clean = sum(not r["backdoored"] for r in rows)
+    out["backdoored_models"] = n_bd
+    out["implant_failed"] = [r["model"] for r in rows if r["backdoored"] and r["attack_success"] < IMPLANTED_ASR]
+    out["clean_models"] = n_clean
     for tool in ("scan", "nc"):
         outcomes = [correct(r[f"{tool}_flagged"], r) for r in rows]
         wrong_class = sum(1 for r in rows if r["backdoored"] and any(c != r["target"] for c in r[f"{tool}_flagged"]))
@@ -143,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-images", type=int, default=20000, help="training images per model (20000)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per model (2)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N backdoored and N clean models")
+    parser.add_argument("--only", default=None, help="comma-separated model names to run (default all)")
+    parser.add_argument("--nc-seeds", type=int, default=NC_BENCH.seeds, help=f"Neural Cleanse seeds ({NC_BENCH.seeds})")
     parser.add_argument("--progress-file", default=str(RESULTS / "backdoor_zoo.partial.jsonl"))
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/backdoor_zoo.json)")
     args = parser.parse_args(argv)
@@ -153,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         specs = [s for s in specs if s["trigger"] is not None][: args.limit] + [
             s for s in specs if s["trigger"] is None
         ][: args.limit]
+    if args.only:
+        wanted = set(args.only.split(","))
+        specs = [s for s in specs if s["name"] in wanted]
+    nc_config = NeuralCleanseConfig(seeds=args.nc_seeds)
     progress = Path(args.progress_file)
     done = {}
     if progress.is_file():
@@ -165,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         if spec["name"] in done:
             rows.append(done[spec["name"]])
             continue
-        row = run_one(spec, data, args.train_images, args.epochs)
+        row = run_one(spec, data, args.train_images, args.epochs, nc_config)
         rows.append(row)
         progress.parent.mkdir(parents=True, exist_ok=True)
         with progress.open("a") as fh:
@@ -195,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     for tool, label in (("scan", "class-wise scan"), ("nc", "Neural Cleanse")):
         s = summary[tool]
         print(
-            f"{label}: TPR {s['tpr']:.2f} ({s['true_positives']}), FPR {s['fpr']:.2f} ({s['false_positives']}), "
+            f"{label}: TPR {s['tpr']:.2f} ({s['true_positives']}/{summary['backdoored_models']}), "
+            f"FPR {s['fpr']:.2f} ({s['false_positives']}/{summary['clean_models']}), "
             f"{s['seconds_total']:.0f} s"
         )
     print(f"scan time / NC time: {summary['time_ratio_scan_over_nc']:.3f}")
+    if summary["implant_failed"]:
+        print(f"left out of the TPR (trigger ASR < {IMPLANTED_ASR}): {', '.join(summary['implant_failed'])}")
     path = save(
         "backdoor_zoo",
         {
@@ -206,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_images": args.train_images,
             "epochs": args.epochs,
             "scan_config": ScanConfig().__dict__,
-            "neural_cleanse_config": NC_BENCH.__dict__,
+            "neural_cleanse_config": nc_config.__dict__,
             "summary": summary,
             "models": rows,
         },

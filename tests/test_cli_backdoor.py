@@ -77,6 +77,11 @@ def test_scan_cli_flags_the_backdoor_and_saves_the_trigger(tmp_path, weights, rg
     # a second run into the same folder needs --resume (finished classes are kept) or --overwrite
     assert main(["scan", "--out", str(out), "--data", str(rgb_tree), *_model_args(weights["backdoored"])]) == EXIT_USER
     assert "--resume" in capsys.readouterr().err
+    # --overwrite with a clean model: the old trigger image must not survive the new verdict
+    args = ["scan", "--out", str(out), "--data", str(rgb_tree), "--steps", "200", "--overwrite", "--quiet"]
+    assert main([*args, *_model_args(weights["clean"])]) == EXIT_OK
+    assert not list(out.glob("trigger_class*.png"))
+    assert json.loads((out / "scan.json").read_text())["flagged"] == []
 
 
 def test_scan_cli_clean_model_verdict(tmp_path, weights, rgb_tree, capsys):

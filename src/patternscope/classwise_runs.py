@@ -39,6 +39,8 @@ from .scan import ScanConfig, ScanReport, format_scan, labelled_images, resize_t
 
 BUILTIN_LABELLED = ("digits", "fashion-mnist")
 CLASSWISE_FILES = ("classwise.json", "scan.json", "scan_config.json", "classes")
+# outputs removed by --overwrite too, so a stale trigger image never survives a new verdict
+STALE_OUTPUTS = ("scan.txt", "gallery.png", "canvas_mask.png", "classwise_row.json", "trigger_class*.png")
 
 
 @dataclass
@@ -98,6 +100,9 @@ def _check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
+                target.unlink()
+        for pattern in STALE_OUTPUTS:
+            for target in path.glob(pattern):
                 target.unlink()
     return path
 
