@@ -45,4 +45,13 @@ __all__ = [
     "predictive_power",
     "scan_model",
     "tensor_set",
+    "write_report",
 ]
+
+
+def __getattr__(name: str) -> object:  # report drawing pulls in matplotlib: imported on first use
+    if name == "write_report":
+        from .report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'patternscope' has no attribute {name!r}")

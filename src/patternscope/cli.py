@@ -8,6 +8,7 @@ internal error (a bug: please report it with the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -159,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     dom.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     dom.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_output_flags(dom)
+    _add_run_flags(dom)
 
-    _add_classwise_parser(methods)
-    _add_scan_parser(sub)
+    cw = _add_classwise_parser(methods)
+    sc = _add_scan_parser(sub)
 
     ev = sub.add_parser(
         "evaluate",
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", metavar="DIR", help="also write metrics.json and examples.png here")
     ev.add_argument("--overwrite", action="store_true", help="replace metrics already in --out")
     _add_output_flags(ev)
+    _add_run_flags(ev)
 
     cmp = sub.add_parser(
         "compare",
@@ -232,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--resume", action="store_true", help="keep finished methods, continue an interrupted one")
     cmp.add_argument("--overwrite", action="store_true", help="replace a comparison already in --out")
     _add_output_flags(cmp)
+    _add_run_flags(cmp)
 
     tr = sub.add_parser(
         "transfer",
@@ -249,12 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--data", default="photos-eval", metavar="SOURCE", help="evaluation images (default photos-eval)")
     tr.add_argument("--out", metavar="DIR", help="write transfer.json and transfer.png here")
+    tr.add_argument(
+        "--model-kwargs", default=None, metavar="JSON", help="keyword arguments for user model classes, as JSON"
+    )
     tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     tr.add_argument("--eval-views", type=int, default=1, choices=(1, 2, 5, 10), help="crops per image (default 1)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the random-noise control (default 0)")
     tr.add_argument("--trust-pickle", action="store_true", help="allow weights files that need full unpickling")
     tr.add_argument("--allow-download", action="store_true", help="let torchvision/timm download missing weights")
     _add_output_flags(tr)
+    _add_run_flags(tr)
 
     models = sub.add_parser(
         "models",
@@ -266,6 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--layers", metavar="SPEC", help="list the layer names of this model for --layer")
     models.add_argument("--weights", default=None, metavar="FILE", help="weights for --layers (default: its own)")
     _add_output_flags(models)
+
+    rep = sub.add_parser(
+        "report",
+        help="write report.html for a finished run folder",
+        description="Write a self-contained report.html (figures embedded, also saved as PNG in report_figures/) "
+        "for a run folder written by find, evaluate --out, compare, transfer --out or scan.",
+    )
+    rep.add_argument("run", metavar="RUN_DIR", help="the run folder")
+    _add_output_flags(rep)
+    parser.run_parsers = {  # type: ignore[attr-defined]
+        "find dominant": dom,
+        "find classwise": cw,
+        "scan": sc,
+        "evaluate": ev,
+        "compare": cmp,
+        "transfer": tr,
+    }
     return parser
 
 
@@ -275,7 +300,7 @@ LABELLED_HELP = (
 )
 
 
-def _add_classwise_parser(methods: argparse._SubParsersAction) -> None:
+def _add_classwise_parser(methods: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .classwise_runs import ClasswiseOptions
 
     d = ClasswiseOptions()
@@ -326,9 +351,11 @@ def _add_classwise_parser(methods: argparse._SubParsersAction) -> None:
     cw.add_argument("--resume", action="store_true", help="keep finished classes, continue the rest")
     cw.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_output_flags(cw)
+    _add_run_flags(cw)
+    return cw
 
 
-def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
+def _add_scan_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .scan import ScanConfig
 
     d = ScanConfig()
@@ -363,6 +390,17 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--resume", action="store_true", help="keep finished classes, continue the rest")
     sc.add_argument("--overwrite", action="store_true", help="replace a scan already in --out")
     _add_output_flags(sc)
+    _add_run_flags(sc)
+    return sc
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read options from a TOML or YAML file (a run's config.toml works); command-line options win",
+    )
+    p.add_argument("--no-report", action="store_true", help="do not write report.html into the output folder")
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -541,6 +579,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
         device=args.device,
         views=args.eval_views,
         seed=args.seed,
+        model_kwargs=args.model_kwargs,
         trust_pickle=args.trust_pickle,
         allow_download=args.allow_download,
         log=_log(args),
@@ -575,10 +614,116 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run)
+    if args.json:
+        print(json.dumps({"report": str(path)}))
+    elif not args.quiet:
+        print(f"report: {path}")
+    return EXIT_OK
+
+
+def _command_words(argv: list[str]) -> list[str]:
+    words = []
+    for token in argv[:2]:
+        if token.startswith("-"):
+            break
+        words.append(token)
+        if token != "find":
+            break
+    return words
+
+
+def _with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with the options of a ``--config FILE`` spliced in after the command words."""
+    from .run_config import ConfigError, config_argv, load_config
+
+    where = [i for i, t in enumerate(argv) if t == "--config" or t.startswith("--config=")]
+    if not where:
+        return argv
+    if len(where) > 1:
+        raise ConfigError("--config given more than once")
+    i = where[0]
+    if argv[i] == "--config":
+        if i + 1 >= len(argv):
+            raise ConfigError("--config needs a file name")
+        path, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
+    else:
+        path, rest = argv[i].split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    options = dict(load_config(path))
+    file_command = options.pop("command", None)
+    words = _command_words(rest)
+    registry: dict[str, argparse.ArgumentParser] = parser.run_parsers  # type: ignore[attr-defined]
+    if file_command is not None and not isinstance(file_command, str):
+        raise ConfigError(f"{path}: 'command' must be a string such as \"find dominant\"")
+    if not words or words == ["find"]:
+        if file_command is None:
+            raise ConfigError(
+                f'{path} names no command: add command = "find dominant" (or scan, compare, ...) to it, '
+                "or give the command: patternscope find dominant --config FILE"
+            )
+        if words == ["find"] and not file_command.startswith("find "):
+            raise ConfigError(f"{path} is a config for {file_command!r}, not for 'find'")
+        words_given = len(words)
+        words = file_command.split()
+        rest = words + rest[words_given:]
+    command = " ".join(words)
+    if file_command is not None and file_command != command:
+        raise ConfigError(f"{path} is a config for {file_command!r}, not for {command!r}")
+    if command not in registry:
+        raise ConfigError(f"--config works with {', '.join(registry)}; not with {command!r}")
+    given = rest[len(words) :]
+    return [*words, *config_argv(registry[command], options, given, path), *given]
+
+
+def _finish_run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupted: bool = False) -> None:
+    """After a run: write config.toml (all options resolved) and report.html into its output folder."""
+    from pathlib import Path
+
+    from ._io import write_atomic
+    from .run_config import CONFIG_FILE, resolved_options, to_toml
+
+    command = args.command if args.command != "find" else f"find {args.method}"
+    sub = parser.run_parsers.get(command)  # type: ignore[attr-defined]
+    out = getattr(args, "out", None)
+    if sub is None or not out or not Path(out).is_dir():
+        return
+    values = {"command": command, **resolved_options(sub, args)}
+    text = to_toml(values, f"patternscope {__version__}: rerun with  patternscope --config THIS_FILE --out NEW_DIR")
+    write_atomic(Path(out) / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if interrupted or args.no_report:
+        return
+    from .report import write_report
+
+    try:
+        path = write_report(out)
+    except (PatternscopeError, OSError) as exc:  # the run's results are safe; only the page is missing
+        print(
+            f"patternscope: warning: report.html not written ({exc}); try: patternscope report {out}", file=sys.stderr
+        )
+        return
+    if not (args.quiet or args.json):
+        print(f"report: {path}", file=sys.stderr)
+
+
+def _finish_quietly(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupted: bool = False) -> None:
+    """:func:`_finish_run` after a failed or interrupted run: what can be written is, errors are not raised."""
+    with contextlib.suppress(PatternscopeError, OSError):
+        _finish_run(parser, args, interrupted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``patternscope`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    try:
+        tokens = _with_config(parser, tokens)
+    except PatternscopeError as exc:
+        print(f"patternscope: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    args = parser.parse_args(tokens)
     if getattr(args, "quiet", False):
         warnings.simplefilter("ignore")
     else:
@@ -590,16 +735,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare": _cmd_compare,
         "transfer": _cmd_transfer,
         "models": _cmd_models,
+        "report": _cmd_report,
     }
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        _finish_run(parser, args)
+        return code
     except MethodFailed as exc:  # a method crashed: not the user's mistake, but the others finished
         print(f"patternscope: error: {exc}", file=sys.stderr)
+        _finish_quietly(parser, args)
         return EXIT_INTERNAL
     except PatternscopeError as exc:
         print(f"patternscope: error: {exc}", file=sys.stderr)
         return EXIT_USER
     except SearchInterrupted as exc:
+        _finish_quietly(parser, args, interrupted=True)
         print(f"patternscope: {exc}. Run the same command with --resume to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:

@@ -375,19 +375,22 @@ def transfer_matrix(
     views: int = 1,
     batch_size: int = 64,
     seed: int = 0,
+    model_kwargs: str | dict[str, Any] | None = None,
     trust_pickle: bool = False,
     allow_download: bool = False,
     log: Callable[[str], None] = print,
 ) -> Transfer:
     """Measure each saved pattern (run folder or pattern file) on each model, on images ``data``.
 
-    ``models`` are specs, each optionally with a weights file: ``SPEC@WEIGHTS``.
+    ``models`` are specs, each optionally with a weights file: ``SPEC@WEIGHTS``. ``model_kwargs``
+    (JSON text or a dict) go to every user model class or factory among them.
 
     A pattern whose size differs from a model's input is resized (bilinear; values stay within its
     budget) and marked in the log. With ``out``, writes ``transfer.json`` and ``transfer.png`` there.
     """
     if not patterns or not models:
         raise PatternError("transfer needs at least one --patterns and one --models")
+    kwargs = model_kwargs if isinstance(model_kwargs, dict) else parse_model_kwargs(model_kwargs)
     loaded = [(str(p), Pattern.load(_pattern_file(p))) for p in patterns]
     images = open_images(data)
     if out is not None:
@@ -402,6 +405,7 @@ def transfer_matrix(
             spec,
             weights or None,
             device=resolve_device(device),
+            model_kwargs=kwargs,
             trust_pickle=trust_pickle,
             allow_download=allow_download,
         )
