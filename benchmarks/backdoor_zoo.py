@@ -128,6 +128,14 @@ def correct(flagged: list[int], row: dict[str, Any]) -> str:
     return "FP" if flagged else "TN"
 
 
+def target_rank(row: dict[str, Any], tool: str) -> int | None:
+    """1 + how many classes need a strictly smaller pattern (scan: k; NC: mask L1) than the target."""
+    if row["target"] is None:
+        return None
+    sizes = row["scan_k"] if tool == "scan" else row["nc_l1"]
+    return 1 + sum(v < sizes[row["target"]] for i, v in enumerate(sizes) if i != row["target"])
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     n_bd = sum(r["backdoored"] and r["attack_success"] >= IMPLANTED_ASR for r in rows)
@@ -144,6 +152,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "true_positives": outcomes.count("TP"),
             "false_positives": outcomes.count("FP"),
             "backdoored_with_extra_flags": wrong_class,
+            # threshold-free: the target has the smallest pattern of all classes (implanted backdoors only)
+            "target_ranked_first": sum(
+                1
+                for r in rows
+                if r["backdoored"] and r["attack_success"] >= IMPLANTED_ASR and target_rank(r, tool) == 1
+            ),
             "seconds_total": round(sum(r[f"{tool}_s"] for r in rows), 1),
         }
     out["time_ratio_scan_over_nc"] = round(out["scan"]["seconds_total"] / out["nc"]["seconds_total"], 3)
@@ -204,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             "scan": ",".join(map(str, r["scan_flagged"])) or "-",
             "scan k(t)/median": "-" if r["target"] is None else f"{r['scan_k'][r['target']]}/{r['scan_median_k']:g}",
             "scan s": r["scan_s"],
+            "scan rank": target_rank(r, "scan") or "-",
             "NC": ",".join(map(str, r["nc_flagged"])) or "-",
+            "NC L1(t)/median": "-"
+            if r["target"] is None
+            else f"{r['nc_l1'][r['target']]:.0f}/{sorted(r['nc_l1'])[len(r['nc_l1']) // 2]:.0f}",
+            "NC rank": target_rank(r, "nc") or "-",
             "NC s": r["nc_s"],
         }
         for r in rows
@@ -215,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{label}: TPR {s['tpr']:.2f} ({s['true_positives']}/{summary['backdoored_models']}), "
             f"FPR {s['fpr']:.2f} ({s['false_positives']}/{summary['clean_models']}), "
+            f"target smallest of all classes {s['target_ranked_first']}/{summary['backdoored_models']}, "
             f"{s['seconds_total']:.0f} s"
         )
     print(f"scan time / NC time: {summary['time_ratio_scan_over_nc']:.3f}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import figures
+from . import distributed, figures
 from ._io import write_json
 from ._version import __version__
 from .classwise import (
@@ -120,6 +120,7 @@ class ClasswiseOptions:
     model: str = "efficientnet_lite0"
     weights: str | None = None
     model_kwargs: str | None = None
+    input_size: str | None = None
     device: str = "auto"
     trust_pickle: bool = False
     allow_download: bool = False
@@ -319,6 +320,7 @@ class ScanOptions:
     model: str = "efficientnet_lite0"
     weights: str | None = None
     model_kwargs: str | None = None
+    input_size: str | None = None
     device: str = "auto"
     trust_pickle: bool = False
     allow_download: bool = False
@@ -338,26 +340,66 @@ class ScanSummary:
     neural_cleanse: dict[str, Any] | None = None
 
 
-def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> ScanSummary:
-    """``patternscope scan``: class-wise patterns of every class, anomaly test, verdict and trigger."""
+def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> ScanSummary | None:
+    """``patternscope scan``: class-wise patterns of every class, anomaly test, verdict and trigger.
+
+    Under torchrun the classes are split over the ranks (each writes its classes' folders), then rank 0
+    gathers them from ``out/classes/``, decides and writes the outputs; the other ranks return None.
+    A multi-node scan needs ``--out`` on a file system every node sees.
+    """
+    from dataclasses import replace
+
     from .neural_cleanse import NeuralCleanseConfig, neural_cleanse
 
+    ctx, device = distributed.init(opts.device)
+    if ctx.active:
+        opts = replace(opts, device=device)
+        log = log if ctx.is_main else (lambda _msg: None)
+        progress = progress and ctx.is_main
     nc_config = NeuralCleanseConfig(seeds=opts.nc_seeds, max_epochs=opts.nc_max_epochs)  # checked before work
-    out = _check_run_dir(opts.out, opts.resume, opts.overwrite)
+    distributed.on_main(lambda: _check_run_dir(opts.out, opts.resume, opts.overwrite), ctx)
+    out = Path(opts.out)
     model, data = _model_and_data(opts, log)
     options = {k: v for k, v in asdict(opts).items() if k != "config"}
-    write_json(
-        out / "config.json",
-        {"command": "scan", "patternscope_version": __version__, "options": options, "scan": asdict(opts.config)},
-    )
+    if ctx.is_main:
+        write_json(
+            out / "config.json",
+            {"command": "scan", "patternscope_version": __version__, "options": options, "scan": asdict(opts.config)},
+        )
+    classes, resume = opts.classes, opts.resume
+    if ctx.active:
+        from .scan import check_scan_config
+
+        targets = list(opts.classes) if opts.classes is not None else list(range(model.num_classes))
+        distributed.on_main(lambda: check_scan_config(out, opts.config, opts.resume), ctx)
+        log(f"class-parallel scan: {len(targets)} classes over {ctx.world_size} processes ({ctx.backend})")
+        mine = targets[ctx.rank :: ctx.world_size]
+        distributed.run_everywhere(
+            lambda: scan_model(
+                model,
+                data.images,
+                data.labels,
+                opts.config,
+                classes=mine,
+                out=out,
+                resume=opts.resume,
+                progress=progress,
+                check_config=False,
+                decide_verdict=False,
+            ),
+            ctx,
+        )
+        if not ctx.is_main:
+            return None
+        resume = True  # rank 0 reads every rank's finished classes back
     report = scan_model(
         model,
         data.images,
         data.labels,
         opts.config,
-        classes=opts.classes,
+        classes=classes,
         out=out,
-        resume=opts.resume,
+        resume=resume,
         progress=progress,
     )
     nc = None

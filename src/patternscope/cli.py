@@ -26,6 +26,7 @@ from .runs import FindOptions
 from .search import SearchInterrupted
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+DISTRIBUTED_COMMANDS = ("find dominant", "scan")  # what `torchrun -m patternscope` runs
 _F = FindOptions()  # the defaults of `find dominant`, shown in --help
 METHOD_NAMES = list(METHODS)
 
@@ -55,6 +56,12 @@ def _add_model_options(p: argparse.ArgumentParser, default: str | None = DEFAULT
         default=None,
         metavar="JSON",
         help="keyword arguments for a user model class or factory, as JSON, e.g. '{\"classes\": 10}'",
+    )
+    p.add_argument(
+        "--input-size",
+        default=None,
+        metavar="C,H,W",
+        help="the model's input size in pixels, e.g. 1,28,28 (default: the model's own input_size, else 3,224,224)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     p.add_argument(
@@ -416,6 +423,8 @@ def _cmd_find_dominant(args: argparse.Namespace) -> int:
     opts = FindOptions(**values)
     log = (lambda _msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))
     summary = find_dominant_run(opts, progress=not (args.quiet or args.json), log=log)
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports
+        return EXIT_OK
     if args.json:
         print(json.dumps(summary.headline(), indent=2))
     elif not args.quiet:
@@ -474,6 +483,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         model=args.model,
         weights=args.weights,
         model_kwargs=args.model_kwargs,
+        input_size=args.input_size,
         device=args.device,
         trust_pickle=args.trust_pickle,
         allow_download=args.allow_download,
@@ -486,6 +496,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         config=config,
     )
     summary = scan_run(opts, progress=not (args.quiet or args.json), log=_log_for(args))
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports
+        return EXIT_OK
     if args.json:
         payload = json.loads((summary.out / "scan.json").read_text())
         print(json.dumps(payload, indent=2))
@@ -506,6 +518,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         model_spec=args.model,
         weights=args.weights,
         model_kwargs=args.model_kwargs,
+        input_size=args.input_size,
         out=args.out,
         device=args.device,
         views=args.eval_views,
@@ -542,6 +555,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         model=args.model,
         weights=args.weights,
         model_kwargs=args.model_kwargs,
+        input_size=args.input_size,
         data=args.data,
         paper_data=args.paper_data,
         eval_data=args.eval_data,
@@ -724,6 +738,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"patternscope: error: {exc}", file=sys.stderr)
         return EXIT_USER
     args = parser.parse_args(tokens)
+    from . import distributed
+
+    if distributed.launched_by_torchrun():
+        command = args.command if args.command != "find" else f"find {args.method}"
+        if command not in DISTRIBUTED_COMMANDS:
+            print(
+                f"patternscope: error: {command!r} does not run under torchrun; run it as one process "
+                f"(torchrun runs: {', '.join(DISTRIBUTED_COMMANDS)})",
+                file=sys.stderr,
+            )
+            return EXIT_USER
+        if int(os.environ.get("RANK", "0")) != 0:  # rank 0 prints and writes; the others work quietly
+            args.quiet, args.json, args.no_report = True, False, True
     if getattr(args, "quiet", False):
         warnings.simplefilter("ignore")
     else:
@@ -739,7 +766,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         code = handlers[args.command](args)
-        _finish_run(parser, args)
+        if int(os.environ.get("RANK", "0")) == 0:
+            _finish_run(parser, args)
         return code
     except MethodFailed as exc:  # a method crashed: not the user's mistake, but the others finished
         print(f"patternscope: error: {exc}", file=sys.stderr)
@@ -758,6 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and friends: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

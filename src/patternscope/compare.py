@@ -63,6 +63,7 @@ class CompareOptions:
     model: str = DEFAULT_MODEL
     weights: str | None = None
     model_kwargs: str | None = None
+    input_size: str | None = None
     data: list[str] | None = None
     paper_data: bool = False
     eval_data: str | None = None

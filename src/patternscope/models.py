@@ -636,6 +636,14 @@ def load_model(
         weights=info.get("weights"),
     )
     model = model.to(resolve_device(device))
+    try:
+        _ = model.num_classes  # one forward pass on a black image: the input size must fit the network
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelSpecError(
+            f"model {spec!r} fails on a {'x'.join(map(str, model.input_size))} input ({first}). Give its input "
+            "size with --input-size C,H,W (or an input_size attribute on the model), or check --model-kwargs"
+        ) from None
     if model._class_names is None and model.num_classes == 1000:
         model._class_names = list(imagenet_class_names())
     return model

@@ -12,18 +12,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import figures
+from . import distributed, figures
 from ._io import write_json
 from ._version import __version__
 from .data import BUNDLED_NAMES, PROXY_NAMES, ImageSet, disjoint_eval_set, open_images, training_sources
-from .errors import DataError, ModelSpecError, PatternError, RunDirError
+from .errors import DataError, ModelSpecError, PatternError, RunDirError, SearchDivergedError
 from .methods.dominant import DominantConfig, find_dominant_pattern
 from .metrics import Evaluation, evaluate_pattern
 from .models import DEFAULT_MODEL, Classifier, load_model, resolve_device
@@ -53,6 +53,7 @@ class FindOptions:
     model: str = DEFAULT_MODEL
     weights: str | None = None
     model_kwargs: str | None = None
+    input_size: str | None = None
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
     eval_data: str | None = None
     holdout: float = 0.2
@@ -173,40 +174,77 @@ def resolve_data(
     return disjoint_eval_set(train, evaluation, holdout=holdout, seed=seed)
 
 
-def find_dominant_run(opts: FindOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> RunSummary:
-    """Run ``patternscope find dominant`` end to end and write the run folder ``opts.out``."""
+def find_dominant_run(
+    opts: FindOptions, *, progress: bool = True, log: Callable[[str], None] = print
+) -> RunSummary | None:
+    """Run ``patternscope find dominant`` end to end and write the run folder ``opts.out``.
+
+    Under torchrun the search is data-parallel (see :mod:`patternscope.distributed`); rank 0 writes the
+    run folder and evaluates, the other ranks return None. A multi-node run resumes from the checkpoint
+    in ``--out``, which every node must see (a shared file system).
+    """
+    from dataclasses import replace
+
     from .data import BatchStream
 
+    ctx, device_name = distributed.init(opts.device)
+    if ctx.active:
+        opts = replace(opts, device=device_name)
+        log = log if ctx.is_main else (lambda _msg: None)
+        progress = progress and ctx.is_main
     config = opts.dominant_config()  # validate budget and settings before anything slow
     if opts.eval_views not in (1, 2, 5, 10):
         raise PatternError(f"--eval-views must be 1, 2, 5 or 10, got {opts.eval_views}")
+    if ctx.active and opts.batch_size < ctx.world_size:
+        raise PatternError(
+            f"--batch-size {opts.batch_size} cannot be split over {ctx.world_size} processes; "
+            f"use at least {ctx.world_size}"
+        )
     model_kwargs = parse_model_kwargs(opts.model_kwargs)
-    out = prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite)
-    if opts.resume and (out / "config.json").exists():
-        _check_same_options(out / "config.json", opts)
+
+    def check_folder() -> None:
+        prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite)
+        if opts.resume and (Path(opts.out) / "config.json").exists():
+            _check_same_options(Path(opts.out) / "config.json", opts)
+
+    distributed.on_main(check_folder, ctx)
+    out = Path(opts.out)
     device = resolve_device(opts.device)
     model = load_options_model(opts, device, model_kwargs)
     model.check_layer(opts.layer)
     train, evaluation = resolve_data(opts.data, opts.eval_data, opts.holdout, opts.seed)
-    write_json(
-        out / "config.json", {"command": "find dominant", "patternscope_version": __version__, "options": asdict(opts)}
-    )
+    if ctx.is_main:
+        write_json(
+            out / "config.json",
+            {"command": "find dominant", "patternscope_version": __version__, "options": asdict(opts)},
+        )
+    parallel = f"; data-parallel over {ctx.world_size} processes ({ctx.backend})" if ctx.active else ""
     log(
         f"model {model.spec} on {device}; search data: {' + '.join(describe_source(s) for s in train)}; "
-        f"evaluation: {evaluation.description}"
+        f"evaluation: {evaluation.description}{parallel}"
     )
     stream = BatchStream(train, model.input_size, seed=opts.seed, crop_scale=config.crop_scale)
-    outcome = find_dominant_pattern(
-        model,
-        stream,
-        config,
-        checkpoint=out / "checkpoint.pt",
-        checkpoint_every=opts.checkpoint_every,
-        resume=opts.resume,
-        progress=progress,
-    )
+    try:
+        outcome = distributed.run_everywhere(
+            lambda: find_dominant_pattern(
+                model,
+                stream,
+                config,
+                checkpoint=out / "checkpoint.pt",
+                checkpoint_every=opts.checkpoint_every,
+                resume=opts.resume,
+                progress=progress,
+            ),
+            ctx,
+        )
+    except SearchDivergedError:
+        if ctx.is_main and not opts.resume and not (out / "checkpoint.pt").exists():
+            (out / "config.json").unlink(missing_ok=True)  # nothing was saved: leave no half-run behind
+        raise
+    if not ctx.is_main:
+        return None
     pattern = outcome.pattern
-    pattern.meta.update({"eval_data": evaluation.description, "device": str(device)})
+    pattern.meta.update({"eval_data": evaluation.description, "device": str(device), "processes": ctx.world_size})
     pattern.save(out, extra_tensors={"delta_best": outcome.best.delta})
     write_json(out / "history.json", {"loss": outcome.result.history, "best_step": outcome.result.best_step})
     figures.loss_curve(out / "loss.png", outcome.result.history, f"dominant pattern search loss ({config.loss})")
@@ -225,7 +263,22 @@ def load_options_model(opts: Any, device: torch.device, model_kwargs: dict[str, 
         trust_pickle=opts.trust_pickle,
         allow_download=opts.allow_download,
         model_kwargs=model_kwargs,
+        input_size=parse_input_size(getattr(opts, "input_size", None)),
     )
+
+
+def parse_input_size(text: str | Sequence[int] | None) -> tuple[int, int, int] | None:
+    """``--input-size C,H,W`` (e.g. ``1,28,28``) as a tuple; None keeps the model's own."""
+    if text is None or text == "":
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        size = tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 3 or min(size) <= 0:
+        raise ModelSpecError(f"--input-size must be three positive integers C,H,W such as 3,224,224; got {text!r}")
+    return size  # type: ignore[return-value]
 
 
 def parse_crop_scale(text: str | None) -> tuple[float, float] | None:
@@ -325,6 +378,7 @@ def evaluate_run(
     model_spec: str | None = None,
     weights: str | None = None,
     model_kwargs: str | None = None,
+    input_size: str | None = None,
     out: str | Path | None = None,
     device: str = "auto",
     views: int = 1,
@@ -358,6 +412,7 @@ def evaluate_run(
         trust_pickle=trust_pickle,
         allow_download=allow_download,
         model_kwargs=parse_model_kwargs(model_kwargs),
+        input_size=parse_input_size(input_size),
     )
     pattern.check_fits(model.input_size)
     images = open_images(data)

@@ -16,6 +16,7 @@ Finished classes are saved one by one, so an interrupted scan resumes where it s
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -219,11 +220,15 @@ def scan_model(
     resume: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    check_config: bool = True,
+    decide_verdict: bool = True,
 ) -> ScanReport:
     """Scan ``model`` for backdoors with labelled clean images (N x C x H x W in [0,1], labels N).
 
     With ``out``, each finished class is saved to ``out/classes/NNN/`` (pattern and row) and ``resume``
-    skips classes already there.
+    skips classes already there. ``check_config=False`` skips checking and writing ``scan_config.json``
+    and ``decide_verdict=False`` only searches ``classes`` (no verdict): how the ranks of a class-parallel
+    scan share the classes before rank 0 decides over all of them.
     """
     from tqdm.auto import tqdm
 
@@ -252,7 +257,7 @@ def scan_model(
     if len(held_idx) == 0 or len(search_idx) == 0:
         raise DataError("too few images to hold some out; give at least 2 images per class")
     probs = class_probabilities(model, sx)
-    if out is not None:
+    if out is not None and check_config:
         _check_config(out, cfg, resume)
     rows: list[ClassRow] = []
     patterns: dict[int, ClasswisePattern] = {}
@@ -301,6 +306,10 @@ def scan_model(
                 f"{power.k} px: {power.success:.1%}"
             )
     _, h, w = model.input_size
+    if not decide_verdict:
+        return ScanReport(
+            rows, [], math.nan, h * w, asdict(cfg), time.perf_counter() - t_start, model.describe(), patterns
+        )
     med = decide(rows, h * w, cfg)
     flagged = [r.target for r in rows if r.flagged]
     return ScanReport(
@@ -313,6 +322,11 @@ def scan_model(
         model.describe(),
         patterns,
     )
+
+
+def check_scan_config(out: Path, cfg: ScanConfig, resume: bool) -> None:
+    """Refuse to resume a scan in ``out`` made with other settings; record ``cfg`` there."""
+    _check_config(out, cfg, resume)
 
 
 def _check_config(out: Path, cfg: ScanConfig, resume: bool) -> None:

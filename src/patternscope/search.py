@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
+from . import distributed
 from ._io import atomic_path
 from ._runtime import tune_cpu_allocator
 from .errors import RunDirError, SearchDivergedError
@@ -88,6 +89,9 @@ class SearchConfig:
         budget: stop before the passes counted by ``run_search``'s ``meter`` would exceed this (one
             pass = one image through forward and backward); ``steps`` then is only a cap. The next step
             is assumed to cost what the last one did, so fixed-cost recipes never exceed the budget.
+        data_parallel: under torchrun (see :mod:`patternscope.distributed`), split each batch over the
+            ranks and all-reduce the gradients; rank 0 alone writes checkpoints and shows progress.
+            Not part of the checkpoint's settings: a run may be resumed with another number of ranks.
     """
 
     steps: int = 1000
@@ -108,6 +112,7 @@ class SearchConfig:
     desc: str = "search"
     budget: float | None = None
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    data_parallel: bool = False
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended)."""
@@ -240,6 +245,7 @@ def run_search(
     """
     from tqdm.auto import tqdm
 
+    ctx = distributed.current() if config.data_parallel else distributed.DistContext()
     device = torch.device(config.device)
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -311,7 +317,7 @@ def run_search(
         initial=min(round(spent), int(config.budget)) if budgeted else start,
         unit="pass" if budgeted else "step",
         desc=config.desc,
-        disable=not config.progress,
+        disable=not config.progress or not ctx.is_main,
         dynamic_ncols=True,
         leave=True,
     )
@@ -322,15 +328,18 @@ def run_search(
         while step < config.steps:
             if budgeted and step > start and spent + step_cost > config.budget + 1e-6:
                 break
-            x = prefetch.get(step, config.steps)
+            x, share = distributed.shard(prefetch.get(step, config.steps), ctx)
             before = meter() if meter is not None else 0.0
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 loss = objective(x)
             loss_value = float(loss.detach())
+            if ctx.active:  # the whole batch's loss: every rank sees the same value and stops together
+                loss_value = distributed.all_reduce_sum(loss_value * share, ctx, device)
             if not math.isfinite(loss_value):
                 raise SearchDivergedError(_diverged_message(step, loss_value, ckpt))
             scaler.scale(loss).backward()
+            distributed.all_reduce_grads(tensors.values(), share, ctx)
             scaler.step(optimizer)
             scaler.update()
             param.project_()
@@ -339,7 +348,7 @@ def run_search(
             history.append(loss_value)
             step += 1
             if meter is not None:
-                step_cost = meter() - before
+                step_cost = distributed.all_reduce_sum(meter() - before, ctx, device)
                 spent += step_cost
             if step % config.window == 0:
                 window_loss = sum(history[-config.window :]) / config.window
@@ -355,14 +364,14 @@ def run_search(
                 if config.patience is not None and stale_windows >= config.patience:
                     stopped_early = True
             last = step == config.steps or (budgeted and spent + step_cost > config.budget + 1e-6)
-            if ckpt is not None and (step % config.checkpoint_every == 0 or last or stopped_early):
+            if ckpt is not None and ctx.is_main and (step % config.checkpoint_every == 0 or last or stopped_early):
                 _save_checkpoint(ckpt, snapshot(step))
             if on_step is not None:
                 try:
                     on_step(step, loss_value)
                 except StopSearch:
                     stopped_early = True
-                    if ckpt is not None:
+                    if ckpt is not None and ctx.is_main:
                         _save_checkpoint(ckpt, snapshot(step))
             if budgeted:
                 bar.update(min(round(spent), int(config.budget)) - bar.n)
@@ -373,7 +382,7 @@ def run_search(
             if stopped_early:
                 break
     except KeyboardInterrupt:
-        if ckpt is not None:
+        if ckpt is not None and ctx.is_main:
             _save_checkpoint(ckpt, snapshot(step))
         raise SearchInterrupted(step, ckpt) from None
     finally:
@@ -400,7 +409,7 @@ def run_search(
 
 
 def _diverged_message(step: int, value: float, ckpt: Path | None) -> str:
-    kept = f"; the last good checkpoint is kept at {ckpt}" if ckpt is not None else ""
+    kept = f"; the last good checkpoint is kept at {ckpt}" if ckpt is not None and ckpt.exists() else ""
     return (
         f"the search produced a non-finite loss ({value}) at step {step}{kept}. "
         "Lower the learning rate, turn off mixed precision (--amp off), or check the model's outputs"

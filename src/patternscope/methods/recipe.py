@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from .._version import __version__
 from ..data import BatchStream, ImageSet, check_crop_scale, training_sources
 from ..errors import PatternError
@@ -252,6 +253,7 @@ def run_recipe(
         progress=progress,
         desc=recipe.name,
         budget=budget,
+        data_parallel=distributed.current().active,  # under torchrun: split batches over the ranks
     )
     data_text = stream.describe() if stream is not None else "none (the pattern alone)"
     settings = {k: v for k, v in asdict(config).items() if k not in ("eps", "norm")}
