@@ -329,6 +329,11 @@ def find_classwise_pattern(
         )
     if search_images.ndim != 4 or search_images.shape[0] == 0:
         raise DataError(f"no search images of classes other than {target}")
+    if cfg.batch_size > search_images.shape[0]:
+        raise DataError(
+            f"batch size {cfg.batch_size} is larger than the {search_images.shape[0]} search images of classes "
+            f"other than {target}; use --batch-size {search_images.shape[0]} or less, or give more images"
+        )
     if tuple(canvas.shape) != tuple(model.input_size) or tuple(search_images.shape[1:]) != tuple(model.input_size):
         raise DataError(
             f"images are {tuple(search_images.shape[1:])} and the canvas {tuple(canvas.shape)}, "

@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dom.add_argument("--seed", type=int, default=_F.seed, help=f"seed for batches and augmentation (default {_F.seed})")
     dom.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="mixed precision (default off)")
+    dom.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
     dom.add_argument(
         "--checkpoint-every",
         type=int,
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a method setting, repeatable: e.g. sgd-uap.beta=9, dominant.lr=0.03, gd-uap.prior=range",
     )
     cmp.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="mixed precision (default off)")
+    cmp.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
     cmp.add_argument("--eval-views", type=int, default=1, choices=(1, 2, 5, 10), help="crops per image (default 1)")
     cmp.add_argument("--resume", action="store_true", help="keep finished methods, continue an interrupted one")
     cmp.add_argument("--overwrite", action="store_true", help="replace a comparison already in --out")
@@ -567,6 +569,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         settings=settings,
         device=args.device,
         amp=args.amp,
+        channels_last=args.channels_last,
         eval_views=args.eval_views,
         resume=args.resume,
         overwrite=args.overwrite,
@@ -728,6 +731,40 @@ def _finish_quietly(parser: argparse.ArgumentParser, args: argparse.Namespace, i
         _finish_run(parser, args, interrupted)
 
 
+SETTINGS_FILES = {"config.json", "config.toml", "scan_config.json"}
+
+
+def _files_under(folder: str | None) -> set[str] | None:
+    """Every path under ``folder`` (None when it does not exist)."""
+    from pathlib import Path
+
+    if not folder or not Path(folder).is_dir():
+        return None
+    return {str(p) for p in Path(folder).rglob("*")}
+
+
+def _remove_settings_only(folder: str | None, before: set[str] | None) -> None:
+    """After a user error: if the run wrote nothing but its settings, remove them (no half-run is left);
+    results and checkpoints (e.g. the last good one before a divergence) are always kept."""
+    from pathlib import Path
+
+    if not folder or int(os.environ.get("RANK", "0")) != 0 or not Path(folder).is_dir():
+        return
+    root = Path(folder)
+    new = [p for p in root.rglob("*") if str(p) not in (before or set())]
+    new_files = [p for p in new if p.is_file()]
+    if any(p.name not in SETTINGS_FILES for p in new_files):
+        return
+    for p in new_files:
+        p.unlink(missing_ok=True)
+    for d in sorted((p for p in new if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    if before is None:
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``patternscope`` command; returns the exit code."""
     parser = build_parser()
@@ -764,6 +801,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": _cmd_models,
         "report": _cmd_report,
     }
+    out_dir = getattr(args, "out", None)
+    before = _files_under(out_dir)
     try:
         code = handlers[args.command](args)
         if int(os.environ.get("RANK", "0")) == 0:
@@ -775,6 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     except PatternscopeError as exc:
         print(f"patternscope: error: {exc}", file=sys.stderr)
+        _remove_settings_only(out_dir, before)
         return EXIT_USER
     except SearchInterrupted as exc:
         _finish_quietly(parser, args, interrupted=True)

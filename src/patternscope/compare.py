@@ -75,6 +75,7 @@ class CompareOptions:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     amp: str = "off"
+    channels_last: bool = False
     eval_views: int = 1
     eval_batch_size: int = 64
     resume: bool = False

@@ -222,7 +222,9 @@ def image_folder(path: str | Path) -> ImageSet:
     """Images under ``path``: a single file, a flat folder, or an ImageFolder tree (one folder per class).
 
     In a tree, a folder named by an integer is that class index; otherwise classes are the sorted folder
-    names, indexed from 0. Flat folders have no labels.
+    names, indexed from 0. Flat folders have no labels. Files that are not readable images (their header
+    does not open) are skipped with one warning naming them; a file that opens but fails to decode later
+    stops the run with an error naming it.
     """
     root = Path(path)
     if not root.exists():
@@ -240,6 +242,7 @@ def image_folder(path: str | Path) -> ImageSet:
         for index, d in enumerate(class_dirs):
             label = int(d.name) if numeric else index
             items.extend(ImageItem(f, label, f"{d.name}/{f.name}") for f in _images_in(d))
+        items = _readable(items, root)
         class_names = None if numeric else names
         return ImageSet(items, f"{root} ({len(class_dirs)} classes)", class_names)
     files = list(_images_in(root))
@@ -248,7 +251,25 @@ def image_folder(path: str | Path) -> ImageSet:
             f"no images found in {str(root)!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
             "directly or one folder per class)"
         )
-    return ImageSet([ImageItem(f, None, f.name) for f in files], str(root))
+    return ImageSet(_readable([ImageItem(f, None, f.name) for f in files], root), str(root))
+
+
+def _readable(items: list[ImageItem], root: Path) -> list[ImageItem]:
+    """``items`` whose file opens as an image (the header only: cheap); the others skipped with a warning."""
+    good, bad = [], []
+    for item in items:
+        try:
+            with Image.open(item.source):  # type: ignore[arg-type]
+                pass
+            good.append(item)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            bad.append(item.name)
+    if bad and not good:
+        raise DataError(f"none of the {len(bad)} image files in {str(root)!r} can be read (e.g. {bad[0]!r})")
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {str(root)!r}: {shown}", stacklevel=3)
+    return good
 
 
 def _images_in(folder: Path) -> list[Path]:

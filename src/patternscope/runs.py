@@ -73,6 +73,7 @@ class FindOptions:
     seed: int = _DOM.seed
     device: str = "auto"
     amp: str = "off"
+    channels_last: bool = False
     eval_views: int = 1
     eval_batch_size: int = 64
     checkpoint_every: int = 25
@@ -256,7 +257,7 @@ def find_dominant_run(
 
 def load_options_model(opts: Any, device: torch.device, model_kwargs: dict[str, Any]) -> Classifier:
     """The model named by a command's options (``model``, ``weights``, ``trust_pickle``, ``allow_download``)."""
-    return load_model(
+    model = load_model(
         opts.model,
         opts.weights,
         device=device,
@@ -265,6 +266,9 @@ def load_options_model(opts: Any, device: torch.device, model_kwargs: dict[str, 
         model_kwargs=model_kwargs,
         input_size=parse_input_size(getattr(opts, "input_size", None)),
     )
+    if getattr(opts, "channels_last", False):
+        model.use_channels_last()
+    return model
 
 
 def parse_input_size(text: str | Sequence[int] | None) -> tuple[int, int, int] | None:
@@ -316,6 +320,7 @@ def _check_same_options(path: Path, opts: FindOptions) -> None:
     except (OSError, ValueError, KeyError):
         return
     ignore = {"resume", "overwrite", "steps", "device", "eval_views", "eval_batch_size", "out", "checkpoint_every"}
+    ignore |= {"channels_last"}  # layout only: the same search
     now = asdict(opts)
     diff = {k: (saved.get(k), v) for k, v in now.items() if k not in ignore and saved.get(k) != v}
     if diff:

@@ -256,6 +256,12 @@ def scan_model(
     ex, ey = images[held_idx], labels[held_idx]
     if len(held_idx) == 0 or len(search_idx) == 0:
         raise DataError("too few images to hold some out; give at least 2 images per class")
+    smallest_pool = min(min(int((sy != t).sum()), cfg.max_search_images) for t in targets)
+    if cfg.batch_size > smallest_pool:
+        raise DataError(
+            f"batch size {cfg.batch_size} is larger than the {smallest_pool} search images some class gets (images "
+            f"of the other classes, after holding {cfg.holdout:.0%} out); use --batch-size {smallest_pool} or less"
+        )
     probs = class_probabilities(model, sx)
     if out is not None and check_config:
         _check_config(out, cfg, resume)
