@@ -85,12 +85,26 @@ def test_class_parallel_scan_equals_one_process(tmp_path, backdoored, digit_data
     assert two["flagged"] == one["flagged"] == [3]
 
 
+def test_compare_under_torchrun_equals_one_process(tmp_path, tiny_weights, digit_folders):
+    common = ["--model", TINY_SPEC, "--weights", str(tiny_weights), "--methods", "dominant,sgd-uap,fff"]
+    common += ["--data", str(digit_folders["train"]), "--eval-data", str(digit_folders["test"]), "--eps", "0.2"]
+    common += ["--budget", "1500", "--device", "cpu", "--no-report"]
+    assert main(["compare", "--out", str(tmp_path / "one"), *common, "--quiet"]) == EXIT_OK
+    proc = _torchrun("compare", "--out", str(tmp_path / "two"), *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for method in ("dominant", "sgd-uap", "fff"):  # data-parallel, data-parallel, replicated (data-free)
+        a, b = Pattern.load(tmp_path / "one" / method), Pattern.load(tmp_path / "two" / method)
+        assert (a.delta - b.delta).abs().max() <= DP_TOLERANCE, method
+        r1, r2 = (json.loads((tmp_path / d / method / "row.json").read_text()) for d in ("one", "two"))
+        assert r1["steps"] == r2["steps"], method
+
+
 def test_commands_that_do_not_split_are_refused_under_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    assert main(["compare", "--out", "never-made", "--quiet"]) == EXIT_USER
+    assert main(["evaluate", "--pattern", "nowhere", "--data", "photos-eval", "--quiet"]) == EXIT_USER
     err = capsys.readouterr().err
-    assert "does not run under torchrun" in err and "find dominant, scan" in err
+    assert "does not run under torchrun" in err and "find dominant, compare, scan" in err
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, path, min_step: int) -> int:

@@ -26,7 +26,7 @@ from .runs import FindOptions
 from .search import SearchInterrupted
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
-DISTRIBUTED_COMMANDS = ("find dominant", "scan")  # what `torchrun -m patternscope` runs
+DISTRIBUTED_COMMANDS = ("find dominant", "compare", "scan")  # what `torchrun -m patternscope` runs
 _F = FindOptions()  # the defaults of `find dominant`, shown in --help
 METHOD_NAMES = list(METHODS)
 
@@ -577,6 +577,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         allow_download=args.allow_download,
     )
     result = compare_methods(opts, progress=not (args.quiet or args.json), log=_log(args))
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return EXIT_OK
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import figures
+from . import distributed, figures
 from ._io import write_json
 from ._version import __version__
 from .data import BatchStream, ImageSet, open_images
@@ -140,8 +140,21 @@ def parse_setting(text: str) -> tuple[str, str, Any]:
     return method, key, value
 
 
-def compare_methods(opts: CompareOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> Comparison:
-    """Run ``opts.methods`` side by side (see the module docstring) and write ``opts.out``."""
+def compare_methods(
+    opts: CompareOptions, *, progress: bool = True, log: Callable[[str], None] = print
+) -> Comparison | None:
+    """Run ``opts.methods`` side by side (see the module docstring) and write ``opts.out``.
+
+    Under torchrun, methods whose objective is a mean over the batch search data-parallel, the others
+    run whole on every rank; rank 0 writes and evaluates, the other ranks return None.
+    """
+    from dataclasses import replace
+
+    ctx, device_name = distributed.init(opts.device)
+    if ctx.active:
+        opts = replace(opts, device=device_name)
+        log = log if ctx.is_main else (lambda _msg: None)
+        progress = progress and ctx.is_main
     if not opts.methods:
         raise PatternError("no methods given; choose from " + ", ".join(METHODS))
     recipes = [get_recipe(m) for m in opts.methods]
@@ -161,14 +174,16 @@ def compare_methods(opts: CompareOptions, *, progress: bool = True, log: Callabl
         configs[recipe.name] = make_config(recipe, None, overrides)
         steps_for_budget(recipe, configs[recipe.name], opts.budget)
     model_kwargs = parse_model_kwargs(opts.model_kwargs)
-    out = _prepare_compare_dir(Path(opts.out), opts)
+    distributed.on_main(lambda: _prepare_compare_dir(Path(opts.out), opts), ctx)
+    out = Path(opts.out)
     device = resolve_device(opts.device)
     model = load_options_model(opts, device, model_kwargs)
     shared_data = list(opts.data) if opts.data else list(DEFAULT_DATA)
     train, evaluation = resolve_data(shared_data, opts.eval_data, opts.holdout, opts.seed)
-    write_json(
-        out / "config.json", {"command": "compare", "patternscope_version": __version__, "options": asdict(opts)}
-    )
+    if ctx.is_main:
+        write_json(
+            out / "config.json", {"command": "compare", "patternscope_version": __version__, "options": asdict(opts)}
+        )
     log(
         f"model {model.spec} on {device}; budget {opts.budget:g} passes per method; eps {eps:.4f} ({opts.norm}); "
         f"evaluation: {evaluation.description}"
@@ -181,7 +196,8 @@ def compare_methods(opts: CompareOptions, *, progress: bool = True, log: Callabl
             rows.append(MethodRow(**json.loads((folder / "row.json").read_text())))
             log(f"{recipe.name}: finished earlier, kept")
             continue
-        folder.mkdir(exist_ok=True)
+        if ctx.is_main:
+            folder.mkdir(exist_ok=True)
         # the same search data for every method, unless asked for each paper's own (or a range prior)
         own = opts.paper_data or getattr(config, "prior", None) == "range"
         stream = make_stream(recipe, config, model, (list(recipe.default_data) or None) if own else train)
@@ -199,9 +215,12 @@ def compare_methods(opts: CompareOptions, *, progress: bool = True, log: Callabl
             raise
         except Exception as exc:  # one broken method must not hide the others' results
             row.error = f"{type(exc).__name__}: {exc}"
-            (folder / "error.txt").write_text(traceback.format_exc())
+            if ctx.is_main:
+                (folder / "error.txt").write_text(traceback.format_exc())
             log(f"{recipe.name}: FAILED ({row.error}); traceback in {folder / 'error.txt'}")
         rows.append(row)
+    if not ctx.is_main:
+        return None
     comparison = _finish(out, model, rows, evaluation, opts)
     failed = [r.method for r in rows if r.error]
     if failed:
@@ -235,6 +254,8 @@ def _run_one(
         progress=progress,
     )
     seconds = time.perf_counter() - start
+    if not distributed.current().is_main:  # rank 0 saves and evaluates
+        return row
     pattern = outcome.pattern
     pattern.save(folder)
     write_json(folder / "history.json", {"loss": outcome.result.history})

@@ -92,6 +92,8 @@ class SearchConfig:
         data_parallel: under torchrun (see :mod:`patternscope.distributed`), split each batch over the
             ranks and all-reduce the gradients; rank 0 alone writes checkpoints and shows progress.
             Not part of the checkpoint's settings: a run may be resumed with another number of ranks.
+        replicated: under torchrun, every rank runs this same search (whole batches, no all-reduce);
+            rank 0 alone writes checkpoints and shows progress.
     """
 
     steps: int = 1000
@@ -113,6 +115,7 @@ class SearchConfig:
     budget: float | None = None
     adam_betas: tuple[float, float] = (0.9, 0.999)
     data_parallel: bool = False
+    replicated: bool = False
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended)."""
@@ -246,6 +249,7 @@ def run_search(
     from tqdm.auto import tqdm
 
     ctx = distributed.current() if config.data_parallel else distributed.DistContext()
+    writer = distributed.current().is_main if (config.data_parallel or config.replicated) else True
     device = torch.device(config.device)
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -317,7 +321,7 @@ def run_search(
         initial=min(round(spent), int(config.budget)) if budgeted else start,
         unit="pass" if budgeted else "step",
         desc=config.desc,
-        disable=not config.progress or not ctx.is_main,
+        disable=not config.progress or not writer,
         dynamic_ncols=True,
         leave=True,
     )
@@ -364,14 +368,14 @@ def run_search(
                 if config.patience is not None and stale_windows >= config.patience:
                     stopped_early = True
             last = step == config.steps or (budgeted and spent + step_cost > config.budget + 1e-6)
-            if ckpt is not None and ctx.is_main and (step % config.checkpoint_every == 0 or last or stopped_early):
+            if ckpt is not None and writer and (step % config.checkpoint_every == 0 or last or stopped_early):
                 _save_checkpoint(ckpt, snapshot(step))
             if on_step is not None:
                 try:
                     on_step(step, loss_value)
                 except StopSearch:
                     stopped_early = True
-                    if ckpt is not None and ctx.is_main:
+                    if ckpt is not None and writer:
                         _save_checkpoint(ckpt, snapshot(step))
             if budgeted:
                 bar.update(min(round(spent), int(config.budget)) - bar.n)
@@ -382,7 +386,7 @@ def run_search(
             if stopped_early:
                 break
     except KeyboardInterrupt:
-        if ckpt is not None and ctx.is_main:
+        if ckpt is not None and writer:
             _save_checkpoint(ckpt, snapshot(step))
         raise SearchInterrupted(step, ckpt) from None
     finally:

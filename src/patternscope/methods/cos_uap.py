@@ -42,4 +42,5 @@ RECIPE = Recipe(
     objective=objective,
     default_data=("jigsaw",),
     step_cost=lambda c: c.batch_size * 4 / 3,  # x + δ forward and backward, x forward only
+    batch_mean=True,
 )

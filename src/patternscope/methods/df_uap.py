@@ -52,4 +52,5 @@ RECIPE = Recipe(
     objective=objective,
     default_data=("photos",),
     step_cost=lambda c: c.batch_size * 4 / 3,
+    batch_mean=True,
 )

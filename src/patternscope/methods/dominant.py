@@ -73,6 +73,7 @@ RECIPE = Recipe(
     objective=dominant_objective,
     default_data=("photos", "jigsaw"),
     step_cost=lambda c: c.batch_size + 1,  # the batch, and δ alone
+    batch_mean=True,
 )
 
 

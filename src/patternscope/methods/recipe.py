@@ -114,6 +114,9 @@ class Recipe:
         param: ``(input_size, config, device) -> AdditiveParam`` when the method needs its own δ
             (e.g. GD-UAP's rescaling); default: a plain δ in the ball, started as ``config.init``.
         check: ``(config) -> None``, raising :class:`PatternError` for settings this method cannot take.
+        batch_mean: the objective is a mean over the batch, so under torchrun the batch can be split over
+            the ranks and the gradients summed (data-parallel) with the single-process result; other
+            methods run whole on every rank (the same search everywhere; rank 0 writes).
     """
 
     name: str
@@ -126,6 +129,7 @@ class Recipe:
     labelled: Callable[[Any], bool] = lambda _c: False
     param: Callable[[tuple[int, int, int], Any, torch.device], AdditiveParam] | None = None
     check: Callable[[Any], None] | None = None
+    batch_mean: bool = False
 
 
 @dataclass
@@ -236,6 +240,7 @@ def run_recipe(
     if tick is not None:  # parametrisations that count steps (rescaling schedules)
         inner = objective
         objective = Objective(lambda x: (tick(), inner(x))[1], inner.name)
+    parallel = distributed.current().active and recipe.batch_mean
     loop = SearchConfig(
         steps=config.steps,
         batch_size=config.batch_size,
@@ -252,8 +257,11 @@ def run_recipe(
         patience=config.patience,
         progress=progress,
         desc=recipe.name,
-        budget=budget,
-        data_parallel=distributed.current().active,  # under torchrun: split batches over the ranks
+        # data-parallel, each rank also runs the pattern-only forward, so measured passes exceed one
+        # process's; a fixed-cost method then keeps the step count its nominal cost gives (config.steps)
+        budget=None if parallel and budget is not None and recipe.step_cost(config) is not None else budget,
+        data_parallel=parallel,  # under torchrun: split batches
+        replicated=distributed.current().active,
     )
     data_text = stream.describe() if stream is not None else "none (the pattern alone)"
     settings = {k: v for k, v in asdict(config).items() if k not in ("eps", "norm")}

@@ -57,4 +57,5 @@ RECIPE = Recipe(
     default_data=("photos",),
     step_cost=lambda c: c.batch_size * (1 if c.labels else 4 / 3),  # + clean forward when label-free
     labelled=lambda c: c.labels,
+    batch_mean=True,
 )
