@@ -284,6 +284,41 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--weights", default=None, metavar="FILE", help="weights for --layers (default: its own)")
     _add_output_flags(models)
 
+    ds = sub.add_parser(
+        "downstream",
+        help="does a backbone's pattern fool a model fine-tuned from it on another task?",
+        description="Freeze the backbone (--model), train a new head on labelled task images (or load a fine-tuned "
+        "downstream model), then measure the backbone's unchanged pattern on it, next to random noise of the same "
+        "budget and a pattern searched on the downstream model itself. Writes downstream.json, downstream.png, "
+        "downstream_model.safetensors and own/ into --out.",
+    )
+    ds.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if missing)")
+    _add_model_options(ds)
+    ds.add_argument(
+        "--backbone", dest="model", metavar="SPEC", help="the backbone (same as --model; default efficientnet_lite0)"
+    )
+    ds.add_argument("--task-data", required=True, metavar="SOURCE", help=f"the downstream task's {LABELLED_HELP}")
+    ds.add_argument(
+        "--pattern", required=True, metavar="RUN", help="a run folder or pattern file found on the backbone"
+    )
+    ds.add_argument(
+        "--head", default="linear", choices=("linear", "last-block"), help="what is trained (default linear)"
+    )
+    ds.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    ds.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01)")
+    ds.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    ds.add_argument("--holdout", type=float, default=0.3, help="share of each task class held out (default 0.3)")
+    ds.add_argument(
+        "--own-steps", type=int, default=100, help="steps of the downstream model's own pattern search (0: skip)"
+    )
+    ds.add_argument(
+        "--finetuned", metavar="FILE", help="a fine-tuned downstream state dict to load instead of training"
+    )
+    ds.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    ds.add_argument("--overwrite", action="store_true", help="replace a downstream run already in --out")
+    _add_output_flags(ds)
+    _add_run_flags(ds)
+
     rep = sub.add_parser(
         "report",
         help="write report.html for a finished run folder",
@@ -299,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": ev,
         "compare": cmp,
         "transfer": tr,
+        "downstream": ds,
     }
     return parser
 
@@ -633,6 +669,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_downstream(args: argparse.Namespace) -> int:
+    from .downstream_runs import DownstreamOptions, downstream_run, format_downstream
+
+    names = {f.name for f in fields(DownstreamOptions)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    summary = downstream_run(DownstreamOptions(**values), progress=not (args.quiet or args.json), log=_log(args))
+    if args.json:
+        print(json.dumps(summary.payload, indent=2))
+    elif not args.quiet:
+        print(format_downstream(summary))
+    return EXIT_OK
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -802,6 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "transfer": _cmd_transfer,
         "models": _cmd_models,
         "report": _cmd_report,
+        "downstream": _cmd_downstream,
     }
     out_dir = getattr(args, "out", None)
     before = _files_under(out_dir)

@@ -236,3 +236,21 @@ def labelled_grid(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def value_bars(path: str | Path, labels: Sequence[str], values: Sequence[float], title: str, ylabel: str) -> Path:
+    """One bar per value in [0,1], labelled with its value."""
+    fig, ax = plt.subplots(figsize=(1.7 * len(labels) + 2.0, 3.8))
+    xs = list(range(len(labels)))
+    colours = ["#3b6ea8"] + ["#9cc0e6"] * (len(labels) - 1)
+    ax.bar(xs, values, color=colours[: len(labels)], width=0.6)
+    for x, v in zip(xs, values, strict=True):
+        ax.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,177 @@
+"""``patternscope downstream``: the run folder around :mod:`patternscope.downstream`.
+
+Writes ``downstream.json`` (settings, training, fooling ratios), ``downstream.png`` (the bar chart),
+``downstream_model.safetensors`` (the trained downstream network's state dict) and ``own/`` (the
+pattern searched on the downstream model) into ``--out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import figures
+from ._io import write_atomic, write_json
+from ._version import __version__
+from .downstream import DownstreamConfig, DownstreamResult, build_downstream, measure_downstream, train_downstream
+from .errors import DataError, PatternError, RunDirError
+from .models import resolve_device
+from .patterns import Pattern
+from .runs import load_options_model, parse_model_kwargs, prepare_run_dir
+
+DOWNSTREAM_FILES = ("downstream.json", "downstream_model.safetensors", "downstream.png")
+
+
+@dataclass
+class DownstreamOptions:
+    out: str = "runs/downstream"
+    model: str = "efficientnet_lite0"  # the backbone
+    weights: str | None = None
+    model_kwargs: str | None = None
+    input_size: str | None = None
+    task_data: str = "digits"
+    pattern: str = ""
+    head: str = "linear"
+    epochs: int = 30
+    lr: float = 1e-2
+    batch_size: int = 64
+    holdout: float = 0.3
+    own_steps: int = 100
+    finetuned: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    trust_pickle: bool = False
+    allow_download: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class DownstreamSummary:
+    out: Path
+    result: DownstreamResult
+    payload: dict[str, Any]
+
+
+def downstream_run(
+    opts: DownstreamOptions, *, progress: bool = True, log: Callable[[str], None] = print
+) -> DownstreamSummary:
+    from .classwise_runs import open_labelled
+    from .methods.dominant import find_dominant_pattern
+    from .scan import stratified_split
+
+    config = DownstreamConfig(
+        head=opts.head, epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed
+    )
+    if not 0 < opts.holdout < 1:
+        raise PatternError(f"--holdout must be between 0 and 1, got {opts.holdout}")
+    if opts.own_steps < 0:
+        raise PatternError(
+            f"--own-steps must be >= 0 (0 skips the downstream model's own pattern), got {opts.own_steps}"
+        )
+    if not opts.pattern:
+        raise PatternError("--pattern is required: a run folder or pattern file found on the backbone")
+    pattern = Pattern.load(opts.pattern)
+    if opts.finetuned is not None and not Path(opts.finetuned).is_file():
+        raise DataError(f"--finetuned {opts.finetuned!r} does not exist")
+    out = Path(opts.out)
+    if out.is_dir() and not opts.overwrite and any((out / n).exists() for n in DOWNSTREAM_FILES):
+        raise RunDirError(f"{str(out)!r} already holds a downstream run; pass --overwrite or choose another --out")
+    prepare_run_dir(out, resume=False, overwrite=opts.overwrite)
+    device = resolve_device(opts.device)
+    backbone = load_options_model(opts, device, parse_model_kwargs(opts.model_kwargs))
+    if tuple(pattern.shape) != tuple(backbone.input_size):
+        raise PatternError(
+            f"the pattern is {tuple(pattern.shape)} but the backbone takes {backbone.input_size}; "
+            "give a pattern found on this backbone"
+        )
+    data = open_labelled(opts.task_data, backbone.input_size)
+    classes = int(data.labels.max()) + 1
+    train_idx, test_idx = stratified_split(data.labels, opts.holdout, opts.seed)
+    x, y = data.images[train_idx], data.labels[train_idx]
+    xt, yt = data.images[test_idx], data.labels[test_idx]
+    if len(x) < config.batch_size:
+        raise DataError(f"--batch-size {config.batch_size} is larger than the {len(x)} training images of the task")
+    log(
+        f"backbone {backbone.spec} on {device}; task: {data.description}, {classes} classes, "
+        f"{len(x)} train / {len(xt)} test"
+    )
+    downstream = build_downstream(backbone, classes, config)
+    if opts.finetuned is not None:
+        from .models import load_state_dict_file
+
+        state = load_state_dict_file(opts.finetuned, trust_pickle=opts.trust_pickle)
+        try:
+            downstream.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise DataError(
+                f"--finetuned {opts.finetuned!r} does not fit the backbone with a {classes}-class head ({exc})"
+            ) from None
+        from .downstream import TrainReport, _accuracy
+
+        train = TrainReport(_accuracy(downstream, x, y), _accuracy(downstream, xt, yt), 0.0)
+    else:
+        train = train_downstream(downstream, x, y, xt, yt, config, progress=progress)
+    log(f"downstream model: train accuracy {train.train_accuracy:.3f}, test accuracy {train.test_accuracy:.3f}")
+    own = None
+    if opts.own_steps > 0:
+        found = find_dominant_pattern(
+            downstream, x, eps=pattern.eps, norm=pattern.norm, steps=opts.own_steps, seed=opts.seed, progress=progress
+        )
+        own = found.pattern
+        own.save(out / "own")
+    result = measure_downstream(downstream, pattern, xt, yt, own, seed=opts.seed)
+    from safetensors.torch import save_file
+
+    write_atomic(
+        out / "downstream_model.safetensors",
+        lambda tmp: save_file({k: v.contiguous().cpu() for k, v in downstream.net.state_dict().items()}, str(tmp)),
+    )
+    labels = ["backbone's pattern\n(unchanged)", "random ±ε", "random uniform"]
+    values = [result.transferred, result.random_sign, result.random_uniform]
+    if result.own is not None:
+        labels.append("searched on the\ndownstream model")
+        values.append(result.own)
+    figures.value_bars(
+        out / "downstream.png",
+        labels,
+        values,
+        f"Fooling ratio on the downstream model ({config.head} head, {len(xt)} held-out task images)",
+        "fooling ratio (share of predictions changed)",
+    )
+    payload = {
+        "patternscope_version": __version__,
+        "backbone": backbone.describe(),
+        "pattern": {"path": str(opts.pattern), **{k: pattern.meta.get(k) for k in ("method", "model", "steps")}},
+        "eps": pattern.eps,
+        "task": {"data": data.description, "classes": classes, "train_images": len(x), "test_images": len(xt)},
+        "config": asdict(config),
+        "finetuned": opts.finetuned,
+        "training": asdict(train),
+        "result": result.to_dict(),
+        "own_steps": opts.own_steps,
+    }
+    write_json(out / "downstream.json", payload)
+    write_json(
+        out / "config.json", {"command": "downstream", "patternscope_version": __version__, "options": asdict(opts)}
+    )
+    return DownstreamSummary(out, result, payload)
+
+
+def format_downstream(summary: DownstreamSummary) -> str:
+    r = summary.result
+    t = summary.payload["training"]
+    lines = [
+        f"downstream model accuracy     {r.accuracy_clean:.3f} clean, {r.accuracy_transferred:.3f} with the pattern "
+        f"(train {t['train_accuracy']:.3f})",
+        f"fooling ratio, backbone's pattern  {r.transferred:.3f}",
+        f"fooling ratio, random ±eps         {r.random_sign:.3f}   (uniform {r.random_uniform:.3f})",
+    ]
+    if r.own is not None:
+        lines.append(f"fooling ratio, own pattern         {r.own:.3f}   (searched on the downstream model)")
+    lines.append(f"images: {r.n_images} held-out task images; folder: {summary.out}")
+    return "\n".join(lines)
+
+
+__all__ = ["DownstreamOptions", "DownstreamSummary", "downstream_run", "format_downstream"]
