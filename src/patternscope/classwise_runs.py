@@ -34,7 +34,7 @@ from .data import image_folder, read_image
 from .datasets import load_dataset
 from .errors import DataError, RunDirError
 from .models import Classifier, resolve_device
-from .runs import load_options_model, parse_model_kwargs, prepare_run_dir
+from .runs import ModelOptions, load_options_model, parse_model_kwargs, prepare_run_dir
 from .scan import ScanConfig, ScanReport, format_scan, labelled_images, resize_to, scan_model, stratified_split
 
 BUILTIN_LABELLED = ("digits", "fashion-mnist")
@@ -112,18 +112,11 @@ def _check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
 
 
 @dataclass
-class ClasswiseOptions:
+class ClasswiseOptions(ModelOptions):
     """Options of ``patternscope find classwise`` (defaults: the paper's settings)."""
 
     out: str = "classwise-run"
     data: str = "digits"
-    model: str = "efficientnet_lite0"
-    weights: str | None = None
-    model_kwargs: str | None = None
-    input_size: str | None = None
-    device: str = "auto"
-    trust_pickle: bool = False
-    allow_download: bool = False
     target: int | None = None
     all_classes: bool = False
     canvas: str | None = None
@@ -312,18 +305,11 @@ def format_classwise(summary: ClasswiseSummary) -> str:
 
 
 @dataclass
-class ScanOptions:
+class ScanOptions(ModelOptions):
     """Options of ``patternscope scan``; the scan settings are :class:`ScanConfig`'s."""
 
     out: str = "scan-run"
     data: str = "digits"
-    model: str = "efficientnet_lite0"
-    weights: str | None = None
-    model_kwargs: str | None = None
-    input_size: str | None = None
-    device: str = "auto"
-    trust_pickle: bool = False
-    allow_download: bool = False
     classes: list[int] | None = None
     neural_cleanse: bool = False
     nc_seeds: int = 3

@@ -19,18 +19,16 @@ from .downstream import DownstreamConfig, DownstreamResult, build_downstream, me
 from .errors import DataError, PatternError, RunDirError
 from .models import resolve_device
 from .patterns import Pattern
-from .runs import load_options_model, parse_model_kwargs, prepare_run_dir
+from .runs import ModelOptions, load_options_model, parse_model_kwargs, prepare_run_dir
 
 DOWNSTREAM_FILES = ("downstream.json", "downstream_model.safetensors", "downstream.png")
 
 
 @dataclass
-class DownstreamOptions:
+class DownstreamOptions(ModelOptions):
+    """Options of ``patternscope downstream``; ``model`` is the backbone."""
+
     out: str = "runs/downstream"
-    model: str = "efficientnet_lite0"  # the backbone
-    weights: str | None = None
-    model_kwargs: str | None = None
-    input_size: str | None = None
     task_data: str = "digits"
     pattern: str = ""
     head: str = "linear"
@@ -41,9 +39,6 @@ class DownstreamOptions:
     own_steps: int = 100
     finetuned: str | None = None
     seed: int = 0
-    device: str = "auto"
-    trust_pickle: bool = False
-    allow_download: bool = False
     overwrite: bool = False
 
 

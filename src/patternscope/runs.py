@@ -255,6 +255,19 @@ def find_dominant_run(
     return summary
 
 
+@dataclass
+class ModelOptions:
+    """The model options every command shares (``--model``, ``--weights``, ...), as run options' base."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    model_kwargs: str | None = None
+    input_size: str | None = None
+    device: str = "auto"
+    trust_pickle: bool = False
+    allow_download: bool = False
+
+
 def load_options_model(opts: Any, device: torch.device, model_kwargs: dict[str, Any]) -> Classifier:
     """The model named by a command's options (``model``, ``weights``, ``trust_pickle``, ``allow_download``)."""
     model = load_model(
