@@ -58,6 +58,11 @@ def test_downstream_cli_trains_saves_and_reloads(tmp_path, tiny_weights, digits,
     assert main([*argv, "--finetuned", str(out / "downstream_model.safetensors")]) == EXIT_OK
     second = json.loads((again / "downstream.json").read_text())["result"]
     assert second["transferred"] == pytest.approx(first["transferred"]) and second["own"] is None
+    # --overwrite starts again: the earlier run's own pattern does not survive a run without one
+    assert main(["downstream", "--out", str(out), *common, "--own-steps", "0", "--quiet"]) == EXIT_USER
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["downstream", "--out", str(out), *common, "--own-steps", "0", "--overwrite", "--quiet"]) == EXIT_OK
+    assert not (out / "own").exists()
     # a pattern for another input size is refused before any training
     Pattern(torch.zeros(3, 8, 8), 0.1).save(tmp_path / "small")
     bad = ["downstream", "--out", str(tmp_path / "bad"), *common, "--quiet"]

@@ -32,9 +32,9 @@ from .classwise import (
 )
 from .data import image_folder, read_image
 from .datasets import load_dataset
-from .errors import DataError, RunDirError
+from .errors import DataError
 from .models import Classifier, resolve_device
-from .runs import ModelOptions, load_options_model, parse_model_kwargs, prepare_run_dir
+from .runs import RUN_FILES, ModelOptions, load_options_model, parse_model_kwargs, prepare_run_dir
 from .scan import ScanConfig, ScanReport, format_scan, labelled_images, resize_to, scan_model, stratified_split
 
 BUILTIN_LABELLED = ("digits", "fashion-mnist")
@@ -83,28 +83,9 @@ def _model_and_data(opts: Any, log: Callable[[str], None]) -> tuple[Classifier, 
 
 
 def _check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
-    path = Path(out)
-    if path.is_dir() and not (resume or overwrite):
-        taken = [n for n in CLASSWISE_FILES if (path / n).exists()]
-        if taken:
-            raise RunDirError(
-                f"{str(path)!r} already holds a run ({', '.join(taken)}); pass --resume to continue it "
-                "or --overwrite to start again, or choose another --out"
-            )
-    path = prepare_run_dir(path, resume=resume, overwrite=overwrite)
-    if overwrite:
-        import shutil
-
-        for name in CLASSWISE_FILES:
-            target = path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        for pattern in STALE_OUTPUTS:
-            for target in path.glob(pattern):
-                target.unlink()
-    return path
+    return prepare_run_dir(
+        out, resume=resume, overwrite=overwrite, files=(*CLASSWISE_FILES, *RUN_FILES), stale=STALE_OUTPUTS
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

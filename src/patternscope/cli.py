@@ -459,8 +459,7 @@ def _cmd_find_dominant(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(FindOptions)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
     opts = FindOptions(**values)
-    log = (lambda _msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))
-    summary = find_dominant_run(opts, progress=not (args.quiet or args.json), log=log)
+    summary = find_dominant_run(opts, progress=not (args.quiet or args.json), log=_log(args))
     if summary is None:  # a torchrun rank other than 0: rank 0 reports
         return EXIT_OK
     if args.json:
@@ -471,16 +470,12 @@ def _cmd_find_dominant(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _log_for(args: argparse.Namespace) -> Callable[[str], None]:
-    return (lambda _msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))
-
-
 def _cmd_find_classwise(args: argparse.Namespace) -> int:
     from .classwise_runs import ClasswiseOptions, find_classwise_run, format_classwise
 
     names = {f.name for f in fields(ClasswiseOptions)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    summary = find_classwise_run(ClasswiseOptions(**values), progress=not (args.quiet or args.json), log=_log_for(args))
+    summary = find_classwise_run(ClasswiseOptions(**values), progress=not (args.quiet or args.json), log=_log(args))
     if args.json:
         print(json.dumps({"out": str(summary.out), "classes": summary.rows}, indent=2))
     elif not args.quiet:
@@ -533,7 +528,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         config=config,
     )
-    summary = scan_run(opts, progress=not (args.quiet or args.json), log=_log_for(args))
+    summary = scan_run(opts, progress=not (args.quiet or args.json), log=_log(args))
     if summary is None:  # a torchrun rank other than 0: rank 0 reports
         return EXIT_OK
     if args.json:

@@ -168,17 +168,19 @@ def train_downstream(
     for p in params:
         p.requires_grad_(False)
     model.passes.grad = model.passes.forward_only = 0
-    return TrainReport(_accuracy(model, x, y), _accuracy(model, x_test, y_test), time.perf_counter() - start, history)
+    return TrainReport(accuracy(model, x, y), accuracy(model, x_test, y_test), time.perf_counter() - start, history)
 
 
 def _normalise(model: Classifier, x: torch.Tensor) -> torch.Tensor:
     return (x - model.mean) / model.std
 
 
-def _accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` on images ``x`` in [0,1] with labels ``y``."""
+    from .classwise import predicted
+
     with torch.no_grad():
-        pred = torch.cat([model(x[i : i + 256].to(model.device)).argmax(1).cpu() for i in range(0, len(x), 256)])
-    return float((pred == y).float().mean())
+        return float((predicted(model, x) == y).float().mean())
 
 
 @dataclass
@@ -232,6 +234,7 @@ __all__ = [
     "DownstreamConfig",
     "DownstreamResult",
     "TrainReport",
+    "accuracy",
     "build_downstream",
     "measure_downstream",
     "train_downstream",

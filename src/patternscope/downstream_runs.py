@@ -16,12 +16,12 @@ from . import figures
 from ._io import write_atomic, write_json
 from ._version import __version__
 from .downstream import DownstreamConfig, DownstreamResult, build_downstream, measure_downstream, train_downstream
-from .errors import DataError, PatternError, RunDirError
+from .errors import DataError, PatternError
 from .models import resolve_device
 from .patterns import Pattern
 from .runs import ModelOptions, load_options_model, parse_model_kwargs, prepare_run_dir
 
-DOWNSTREAM_FILES = ("downstream.json", "downstream_model.safetensors", "downstream.png")
+DOWNSTREAM_FILES = ("downstream.json", "downstream_model.safetensors", "downstream.png", "config.json")
 
 
 @dataclass
@@ -70,10 +70,9 @@ def downstream_run(
     pattern = Pattern.load(opts.pattern)
     if opts.finetuned is not None and not Path(opts.finetuned).is_file():
         raise DataError(f"--finetuned {opts.finetuned!r} does not exist")
-    out = Path(opts.out)
-    if out.is_dir() and not opts.overwrite and any((out / n).exists() for n in DOWNSTREAM_FILES):
-        raise RunDirError(f"{str(out)!r} already holds a downstream run; pass --overwrite or choose another --out")
-    prepare_run_dir(out, resume=False, overwrite=opts.overwrite)
+    out = prepare_run_dir(
+        opts.out, resume=False, overwrite=opts.overwrite, files=DOWNSTREAM_FILES, stale=("own",), resumable=False
+    )
     device = resolve_device(opts.device)
     backbone = load_options_model(opts, device, parse_model_kwargs(opts.model_kwargs))
     if tuple(pattern.shape) != tuple(backbone.input_size):
@@ -103,9 +102,9 @@ def downstream_run(
             raise DataError(
                 f"--finetuned {opts.finetuned!r} does not fit the backbone with a {classes}-class head ({exc})"
             ) from None
-        from .downstream import TrainReport, _accuracy
+        from .downstream import TrainReport, accuracy
 
-        train = TrainReport(_accuracy(downstream, x, y), _accuracy(downstream, xt, yt), 0.0)
+        train = TrainReport(accuracy(downstream, x, y), accuracy(downstream, xt, yt), 0.0)
     else:
         train = train_downstream(downstream, x, y, xt, yt, config, progress=progress)
     log(f"downstream model: train accuracy {train.train_accuracy:.3f}, test accuracy {train.test_accuracy:.3f}")

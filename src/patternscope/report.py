@@ -95,7 +95,9 @@ def _model_line(model: dict[str, Any] | None) -> str:
 # find dominant / evaluate --out: one additive pattern
 
 
-def _dominant_sections(path: Path, figs: Path, prefix: str = "") -> list[tuple[str, str, str]]:
+def _dominant_sections(
+    path: Path, figs: Path, prefix: str = "", show_model: bool = False
+) -> list[tuple[str, str, str]]:
     from .patterns import Pattern
 
     metrics = _read(path / "metrics.json")
@@ -123,7 +125,7 @@ def _dominant_sections(path: Path, figs: Path, prefix: str = "") -> list[tuple[s
         section(
             f"{prefix}summary",
             "Summary",
-            cards(items),
+            (f"<p>{esc(_model_line(metrics.get('model')))}</p>" if show_model else "") + cards(items),
             f"Measured on {ev['n_images']} held-out images ({metrics.get('eval_data', {}).get('description', '')}).",
         )
     )
@@ -191,12 +193,7 @@ def _dominant_sections(path: Path, figs: Path, prefix: str = "") -> list[tuple[s
 def _dominant(path: Path, figs: Path) -> tuple[str, list[tuple[str, str, str]]]:
     metrics = _read(path / "metrics.json")
     method = (metrics.get("pattern") or {}).get("method") or "pattern"
-    sections = _dominant_sections(path, figs)
-    sections[0] = (
-        sections[0][0],
-        sections[0][1],
-        sections[0][2].replace("</h2>", f"</h2><p>{esc(_model_line(metrics.get('model')))}</p>", 1),
-    )
+    sections = _dominant_sections(path, figs, show_model=True)
     return f"patternscope: {method} pattern", sections
 
 

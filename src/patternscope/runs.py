@@ -23,7 +23,7 @@ from . import distributed, figures
 from ._io import write_json
 from ._version import __version__
 from .data import BUNDLED_NAMES, PROXY_NAMES, ImageSet, disjoint_eval_set, open_images, training_sources
-from .errors import DataError, ModelSpecError, PatternError, RunDirError, SearchDivergedError
+from .errors import DataError, ModelSpecError, PatternError, RunDirError
 from .methods.dominant import DominantConfig, find_dominant_pattern
 from .metrics import Evaluation, evaluate_pattern
 from .models import DEFAULT_MODEL, Classifier, load_model, resolve_device
@@ -120,20 +120,31 @@ class RunSummary:
 # Run folders
 
 
-def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+def prepare_run_dir(
+    out: str | Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    files: Sequence[str] = RUN_FILES,
+    stale: Sequence[str] = (),
+    resumable: bool = True,
+) -> Path:
     """Check that ``out`` can take this run before any work starts.
 
-    A folder that already holds a run needs ``resume`` (continue it) or ``overwrite`` (start again);
-    an unwritable folder or a full disk is reported now, not after the search.
+    A folder holding any of ``files`` (names or glob patterns; files or folders) already holds a run:
+    it needs ``resume`` (continue it) or ``overwrite`` (start again: ``files`` and the ``stale`` outputs
+    of an earlier run are removed). An unwritable folder or a full disk is reported now, not after the
+    search. ``resumable=False`` for commands without ``--resume``.
     """
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"output path {str(path)!r} is a file; give a folder for --out")
-    existing = [name for name in RUN_FILES if (path / name).exists()]
+    existing = [p for pattern in files for p in sorted(path.glob(pattern))] if path.is_dir() else []
     if existing and not (resume or overwrite):
+        how = "pass --resume to continue it or --overwrite to start again" if resumable else "pass --overwrite"
         raise RunDirError(
-            f"{str(path)!r} already holds a run ({', '.join(existing[:3])}); pass --resume to continue it "
-            "or --overwrite to start again, or choose another --out"
+            f"{str(path)!r} already holds a run ({', '.join(p.name for p in existing[:3])}); {how}, "
+            "or choose another --out"
         )
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite contradict each other; choose one")
@@ -149,8 +160,11 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
     if free < 50 * 2**20:
         raise RunDirError(f"only {free / 2**20:.0f} MiB free on the disk of {str(path)!r}; need at least 50 MiB")
     if overwrite:
-        for name in existing:
-            (path / name).unlink()
+        for target in existing + [p for pattern in stale for p in sorted(path.glob(pattern))]:
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     return path
 
 
@@ -225,23 +239,18 @@ def find_dominant_run(
         f"evaluation: {evaluation.description}{parallel}"
     )
     stream = BatchStream(train, model.input_size, seed=opts.seed, crop_scale=config.crop_scale)
-    try:
-        outcome = distributed.run_everywhere(
-            lambda: find_dominant_pattern(
-                model,
-                stream,
-                config,
-                checkpoint=out / "checkpoint.pt",
-                checkpoint_every=opts.checkpoint_every,
-                resume=opts.resume,
-                progress=progress,
-            ),
-            ctx,
-        )
-    except SearchDivergedError:
-        if ctx.is_main and not opts.resume and not (out / "checkpoint.pt").exists():
-            (out / "config.json").unlink(missing_ok=True)  # nothing was saved: leave no half-run behind
-        raise
+    outcome = distributed.run_everywhere(
+        lambda: find_dominant_pattern(
+            model,
+            stream,
+            config,
+            checkpoint=out / "checkpoint.pt",
+            checkpoint_every=opts.checkpoint_every,
+            resume=opts.resume,
+            progress=progress,
+        ),
+        ctx,
+    )
     if not ctx.is_main:
         return None
     pattern = outcome.pattern
