@@ -97,6 +97,11 @@ def _classwise(out, f, w, d, *extra):
     return [*head, "--data", str(d["test"]), "--device", "cpu", "--quiet", *extra]
 
 
+def _harden(out, f, w, d, *extra):
+    head = ["harden", "--out", str(out), "--model", TINY_SPEC, "--weights", str(w), "--methods", ""]
+    return [*head, "--data", str(d["test"]), "--device", "cpu", "--quiet", *extra]
+
+
 # (kind, argv builder, words the message must contain)
 CASES = [
     ("unknown model spec", lambda o, f, w, d: _find(o, f, w, d, **{"--model": "no_such_net"}), "unknown model spec"),
@@ -143,6 +148,12 @@ CASES = [
     ("unknown layer", lambda o, f, w, d: _find(o, f, w, d, **{"--layer": "nope"}), "no layer"),
     ("output path is a file", lambda o, f, w, d: _find(f["a_file"], f, w, d), "is a file"),
     ("unwritable output folder", lambda o, f, w, d: _find("/proc/patternscope-run", f, w, d), "cannot write"),
+    ("hardening weight out of range", lambda o, f, w, d: _harden(o, f, w, d, "--clean-weight", "1.5"), "clean-weight"),
+    (
+        "hardening batch larger than the data",
+        lambda o, f, w, d: _harden(o, f, w, d, "--batch-size", "100000"),
+        "larger than the",
+    ),
     (
         "config with a misspelt option",
         lambda o, f, w, d: ["--config", str(f["bad_toml"]), "--out", str(o)],

@@ -319,6 +319,72 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_flags(ds)
     _add_run_flags(ds)
 
+    hd = sub.add_parser(
+        "harden",
+        help="fine-tune a model against its own universal patterns, and measure it before and after",
+        description="Universal adversarial training (Shafahi et al. 2020): on every batch a few steps make a universal "
+        "pattern raise the model's loss, then one model step learns to classify clean and patterned images. Keeps "
+        "the last epoch whose held-out clean accuracy is within --max-accuracy-drop of the original. Searches every "
+        "--methods pattern afresh before and after, and class-wise patterns of every class before and after. Writes "
+        "hardened.safetensors (load it with --weights), harden.json, harden.png, training.png, before/, after/, "
+        "classwise_before/ and classwise_after/ into --out.",
+    )
+    hd.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if missing)")
+    _add_model_options(hd)
+    hd.add_argument("--data", required=True, metavar="SOURCE", help=LABELLED_HELP)
+    hd.add_argument("--eps", default="10/255", help="budget of the training patterns (default 10/255)")
+    hd.add_argument("--norm", default="linf", choices=("linf", "l2"), help="budget norm (default linf)")
+    hd.add_argument("--epochs", type=int, default=20, help="passes over the training images (default 20)")
+    hd.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the model (default 0.001)")
+    hd.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    hd.add_argument("--delta-steps", type=int, default=3, help="pattern ascent steps per batch (default 3)")
+    hd.add_argument("--delta-step", type=float, default=None, help="size of one pattern step (default eps/4)")
+    hd.add_argument("--pool", type=int, default=4, help="universal patterns trained in turn (default 4)")
+    hd.add_argument(
+        "--clean-weight", type=float, default=0.5, help="weight of the clean images' loss, in [0,1) (default 0.5)"
+    )
+    hd.add_argument(
+        "--loss-clamp", type=float, default=None, help="cap on each image's loss in the pattern step (default none)"
+    )
+    hd.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.02,
+        help="largest allowed fall of held-out clean accuracy, absolute (default 0.02)",
+    )
+    hd.add_argument("--holdout", type=float, default=0.3, help="share of each class held out (default 0.3)")
+    hd.add_argument(
+        "--methods",
+        default=",".join(METHOD_NAMES),
+        help="methods searched before and after, comma-separated ('' for none; default all)",
+    )
+    hd.add_argument(
+        "--budget", type=float, default=DEFAULT_BUDGET, help=f"passes per method search (default {DEFAULT_BUDGET})"
+    )
+    hd.add_argument(
+        "--restarts",
+        type=int,
+        default=2,
+        help="searches per method and model, seeds --seed, --seed+1, ...; the strongest counts (default 2)",
+    )
+    hd.add_argument(
+        "--objective",
+        default="mixed",
+        choices=("ce", "dominant", "mixed"),
+        help="what the training patterns maximise: the model's cross-entropy, the dominant-pattern objective, "
+        "or both in turn (default mixed)",
+    )
+    hd.add_argument("--no-classwise", dest="classwise", action="store_false", help="skip the class-wise galleries")
+    hd.add_argument("--classwise-steps", type=int, default=300, help="steps per class-wise pattern (default 300)")
+    hd.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    hd.add_argument(
+        "--checkpoint-every", type=int, default=50, help="batches between hardening checkpoints (default 50)"
+    )
+    hd.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    hd.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    _add_output_flags(hd)
+    _add_run_flags(hd)
+
     rep = sub.add_parser(
         "report",
         help="write report.html for a finished run folder",
@@ -335,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare": cmp,
         "transfer": tr,
         "downstream": ds,
+        "harden": hd,
     }
     return parser
 
@@ -677,6 +744,20 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_harden(args: argparse.Namespace) -> int:
+    from .harden_runs import HardenOptions, format_harden, harden_run
+
+    names = {f.name for f in fields(HardenOptions)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    values["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    summary = harden_run(HardenOptions(**values), progress=not (args.quiet or args.json), log=_log(args))
+    if args.json:
+        print(json.dumps(summary.payload, indent=2))
+    elif not args.quiet:
+        print(format_harden(summary))
+    return EXIT_OK
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -847,6 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": _cmd_models,
         "report": _cmd_report,
         "downstream": _cmd_downstream,
+        "harden": _cmd_harden,
     }
     out_dir = getattr(args, "out", None)
     before = _files_under(out_dir)

@@ -31,7 +31,7 @@ from .errors import PatternError, PatternscopeError, RunDirError
 from .methods import METHODS, get_recipe
 from .methods.recipe import make_config, make_stream, run_recipe, setting_of, steps_for_budget
 from .metrics import evaluate_pattern
-from .models import DEFAULT_MODEL, load_model, resolve_device
+from .models import DEFAULT_MODEL, Classifier, load_model, resolve_device
 from .patterns import Pattern, parse_eps
 from .runs import (
     DEFAULT_DATA,
@@ -141,9 +141,18 @@ def parse_setting(text: str) -> tuple[str, str, Any]:
 
 
 def compare_methods(
-    opts: CompareOptions, *, progress: bool = True, log: Callable[[str], None] = print
+    opts: CompareOptions,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    model: Classifier | None = None,
+    sources: tuple[list[ImageSet | str], ImageSet] | None = None,
 ) -> Comparison | None:
     """Run ``opts.methods`` side by side (see the module docstring) and write ``opts.out``.
+
+    ``model`` (a loaded classifier) replaces ``opts.model``/``opts.weights``; ``sources`` (search
+    sources, held-out evaluation set) replaces ``opts.data``/``opts.eval_data``. ``patternscope harden``
+    uses both to compare methods on a model in memory, on its own data split.
 
     Under torchrun, methods whose objective is a mean over the batch search data-parallel, the others
     run whole on every rank; rank 0 writes and evaluates, the other ranks return None.
@@ -177,9 +186,12 @@ def compare_methods(
     distributed.on_main(lambda: _prepare_compare_dir(Path(opts.out), opts), ctx)
     out = Path(opts.out)
     device = resolve_device(opts.device)
-    model = load_options_model(opts, device, model_kwargs)
-    shared_data = list(opts.data) if opts.data else list(DEFAULT_DATA)
-    train, evaluation = resolve_data(shared_data, opts.eval_data, opts.holdout, opts.seed)
+    if model is None:
+        model = load_options_model(opts, device, model_kwargs)
+    if sources is None:
+        shared_data = list(opts.data) if opts.data else list(DEFAULT_DATA)
+        sources = resolve_data(shared_data, opts.eval_data, opts.holdout, opts.seed)
+    train, evaluation = sources
     if ctx.is_main:
         write_json(
             out / "config.json", {"command": "compare", "patternscope_version": __version__, "options": asdict(opts)}

@@ -29,3 +29,7 @@ class RunDirError(PatternscopeError):
 
 class SearchDivergedError(PatternscopeError):
     """The search produced NaN or infinite values; the last good checkpoint is kept."""
+
+
+class HardeningError(PatternscopeError):
+    """Hardening could not keep clean accuracy within its bound, or its checkpoint does not fit the run."""

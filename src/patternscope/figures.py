@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ._io import atomic_path
 
@@ -252,5 +253,60 @@ def value_bars(path: str | Path, labels: Sequence[str], values: Sequence[float],
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def paired_bars(
+    path: str | Path,
+    labels: Sequence[str],
+    before: Sequence[float],
+    after: Sequence[float],
+    title: str,
+    ylabel: str,
+    legend: tuple[str, str] = ("before", "after"),
+) -> Path:
+    """Two bars per label (values in [0,1]), each labelled with its value: e.g. before and after hardening."""
+    fig, ax = plt.subplots(figsize=(1.3 * len(labels) + 2.2, 3.8))
+    xs = list(range(len(labels)))
+    for offset, values, colour, name in ((-0.2, before, "#c0504d", legend[0]), (0.2, after, "#3b6ea8", legend[1])):
+        ax.bar([x + offset for x in xs], values, width=0.38, color=colour, label=name)
+        for x, v in zip(xs, values, strict=True):
+            ax.text(x + offset, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def hardening_curve(
+    path: str | Path,
+    accuracy: Sequence[float],
+    fooling: Sequence[float],
+    accuracy_before: float,
+    bound: float,
+    chosen_epoch: int,
+) -> Path:
+    """Held-out clean accuracy and the training patterns' fooling ratio per epoch of hardening, with the
+    original accuracy, the accuracy bound and the epoch whose weights were kept."""
+    epochs = list(range(1, len(accuracy) + 1))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(epochs, accuracy, "o-", color="#3b6ea8", ms=3, label="clean accuracy (held out)")
+    ax.plot(epochs, fooling, "s-", color="#c0504d", ms=3, label="training patterns' fooling ratio (held out)")
+    ax.axhline(accuracy_before, color="#3b6ea8", ls=":", lw=1, label=f"original accuracy {accuracy_before:.3f}")
+    ax.axhline(bound, color="grey", ls="--", lw=1, label=f"accuracy bound {bound:.3f}")
+    if chosen_epoch:
+        ax.axvline(chosen_epoch, color="black", ls="-.", lw=1, label=f"weights kept: epoch {chosen_epoch}")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Hardening, epoch by epoch", fontsize=9)
+    ax.legend(fontsize=7, loc="center right")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

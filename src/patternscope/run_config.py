@@ -106,10 +106,10 @@ def config_argv(
         if set(action.option_strings) & given_opts:
             continue
         flag = _long(action)
-        if action.nargs == 0:  # store_true / store_false
+        if action.nargs == 0:  # store_true / store_false: the value says whether the flag is given
             if not isinstance(value, bool):
                 raise ConfigError(f"{source}: {key!r} is an on/off option: write true or false")
-            if value != action.default:
+            if value:
                 tokens.append(flag)
         elif isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*"):
             values = value if isinstance(value, list) else [value]
@@ -132,6 +132,8 @@ def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         value = getattr(args, action.dest, None)
         if value is None:
             continue
+        if action.nargs == 0 and isinstance(value, bool):  # an on/off flag: true when it was given
+            value = value == action.const
         out[_long(action)[2:]] = value
     return out
 

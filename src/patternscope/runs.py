@@ -277,6 +277,11 @@ class ModelOptions:
     allow_download: bool = False
 
 
+def model_fields(opts: ModelOptions) -> dict[str, Any]:
+    """The :class:`ModelOptions` fields of a command's options, to hand the same model to another command."""
+    return {f.name: getattr(opts, f.name) for f in fields(ModelOptions)}
+
+
 def load_options_model(opts: Any, device: torch.device, model_kwargs: dict[str, Any]) -> Classifier:
     """The model named by a command's options (``model``, ``weights``, ``trust_pickle``, ``allow_download``)."""
     model = load_model(
