@@ -129,7 +129,16 @@ def test_interrupted_run_resumes_to_the_same_pattern(sig, tmp_path, tiny_weights
     args = ["--checkpoint-every", "5", "--quiet", "--no-report"]
     assert main([*_find_args(whole, tiny_weights, digit_folders, steps), *args]) == EXIT_OK
     cmd = [sys.executable, "-m", "patternscope", *_find_args(cut, tiny_weights, digit_folders, steps), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    # Ctrl-C as in a terminal even when the tests themselves run in the background (`cmd &` ignores SIGINT,
+    # and an ignored signal stays ignored across exec)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     _wait_for_checkpoint(proc, cut / "checkpoint.pt", 20)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
