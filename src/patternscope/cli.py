@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from typing import Any, TypeVar
 
 from ._version import __version__
 from .compare import DEFAULT_BUDGET, MethodFailed
@@ -26,6 +27,7 @@ from .runs import FindOptions
 from .search import SearchInterrupted
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+T = TypeVar("T")
 DISTRIBUTED_COMMANDS = ("find dominant", "compare", "scan")  # what `torchrun -m patternscope` runs
 _F = FindOptions()  # the defaults of `find dominant`, shown in --help
 METHOD_NAMES = list(METHODS)
@@ -520,12 +522,18 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
+def _options_from(args: argparse.Namespace, options: type[T], **given: Any) -> T:
+    """A command's options dataclass from the parsed arguments of the same names (None: the dataclass
+    default), with ``given`` values (parsed or built by the handler) taking precedence."""
+    names = {f.name for f in fields(options)}  # type: ignore[arg-type]
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return options(**{**values, **given})
+
+
 def _cmd_find_dominant(args: argparse.Namespace) -> int:
     from .runs import FindOptions, find_dominant_run, format_evaluation
 
-    names = {f.name for f in fields(FindOptions)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    opts = FindOptions(**values)
+    opts = _options_from(args, FindOptions)
     summary = find_dominant_run(opts, progress=not (args.quiet or args.json), log=_log(args))
     if summary is None:  # a torchrun rank other than 0: rank 0 reports
         return EXIT_OK
@@ -540,9 +548,8 @@ def _cmd_find_dominant(args: argparse.Namespace) -> int:
 def _cmd_find_classwise(args: argparse.Namespace) -> int:
     from .classwise_runs import ClasswiseOptions, find_classwise_run, format_classwise
 
-    names = {f.name for f in fields(ClasswiseOptions)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    summary = find_classwise_run(ClasswiseOptions(**values), progress=not (args.quiet or args.json), log=_log(args))
+    opts = _options_from(args, ClasswiseOptions)
+    summary = find_classwise_run(opts, progress=not (args.quiet or args.json), log=_log(args))
     if args.json:
         print(json.dumps({"out": str(summary.out), "classes": summary.rows}, indent=2))
     elif not args.quiet:
@@ -577,24 +584,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         learn_canvas=not args.natural_canvas,
         seed=args.seed,
     )
-    opts = ScanOptions(
-        out=args.out,
-        data=args.data,
-        model=args.model,
-        weights=args.weights,
-        model_kwargs=args.model_kwargs,
-        input_size=args.input_size,
-        device=args.device,
-        trust_pickle=args.trust_pickle,
-        allow_download=args.allow_download,
-        classes=_parse_classes(args.classes),
-        neural_cleanse=args.neural_cleanse,
-        nc_seeds=args.nc_seeds,
-        nc_max_epochs=args.nc_max_epochs,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        config=config,
-    )
+    opts = _options_from(args, ScanOptions, classes=_parse_classes(args.classes), config=config)
     summary = scan_run(opts, progress=not (args.quiet or args.json), log=_log(args))
     if summary is None:  # a torchrun rank other than 0: rank 0 reports
         return EXIT_OK
@@ -734,9 +724,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_downstream(args: argparse.Namespace) -> int:
     from .downstream_runs import DownstreamOptions, downstream_run, format_downstream
 
-    names = {f.name for f in fields(DownstreamOptions)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    summary = downstream_run(DownstreamOptions(**values), progress=not (args.quiet or args.json), log=_log(args))
+    opts = _options_from(args, DownstreamOptions)
+    summary = downstream_run(opts, progress=not (args.quiet or args.json), log=_log(args))
     if args.json:
         print(json.dumps(summary.payload, indent=2))
     elif not args.quiet:
@@ -747,10 +736,9 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
 def _cmd_harden(args: argparse.Namespace) -> int:
     from .harden_runs import HardenOptions, format_harden, harden_run
 
-    names = {f.name for f in fields(HardenOptions)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    values["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    summary = harden_run(HardenOptions(**values), progress=not (args.quiet or args.json), log=_log(args))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    opts = _options_from(args, HardenOptions, methods=methods)
+    summary = harden_run(opts, progress=not (args.quiet or args.json), log=_log(args))
     if args.json:
         print(json.dumps(summary.payload, indent=2))
     elif not args.quiet:

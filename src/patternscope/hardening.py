@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ._io import atomic_path
 from .errors import HardeningError, PatternError, SearchDivergedError
+from .metrics import fooling_ratio, predict
 from .models import Classifier
 from .patterns import NORMS, project
 from .search import SearchInterrupted
@@ -157,24 +158,13 @@ class HardenResult:
         }
 
 
-def _predict(model: Classifier, x: torch.Tensor, batch_size: int, delta: torch.Tensor | None = None) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(model.device)
-            if delta is not None:
-                xb = (xb + delta).clamp(0, 1)
-            out.append(model(xb).argmax(1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
 def _held_out_scores(
     model: Classifier, x: torch.Tensor, y: torch.Tensor, deltas: torch.Tensor, batch_size: int
 ) -> tuple[float, float]:
     """(clean accuracy, mean fooling ratio of the pool's patterns) on held-out images."""
-    clean = _predict(model, x, batch_size)
+    clean = predict(model, x, batch_size).top1
     accuracy = float((clean == y).float().mean())
-    fooled = [float((_predict(model, x, batch_size, d) != clean).float().mean()) for d in deltas]
+    fooled = [fooling_ratio(clean, predict(model, x, batch_size, d).top1) for d in deltas]
     return accuracy, sum(fooled) / len(fooled)
 
 
@@ -271,7 +261,7 @@ def harden_model(
     opt = torch.optim.Adam(params, lr=config.lr)
     deltas = torch.zeros(config.pool, *model.input_size, device=device)
     eval_batch = max(config.batch_size, 256)
-    accuracy_before = float((_predict(model, held_x, eval_batch) == held_y).float().mean())
+    accuracy_before = float((predict(model, held_x, eval_batch).top1 == held_y).float().mean())
     bound = accuracy_before - config.max_accuracy_drop
     history: list[HardenEpoch] = []
     best_state: dict[str, torch.Tensor] | None = None
