@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+FIGURES = Path(__file__).parent.parent / "docs" / "figures"  # figures the docs show
 
 
 def machine() -> dict[str, Any]:

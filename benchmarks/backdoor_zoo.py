@@ -24,7 +24,10 @@ from typing import Any
 import torch
 from _common import RESULTS, save, table
 
-from patternscope.datasets import load_fashion_mnist
+from patternscope.analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
+from patternscope.analyses.scan import ScanConfig, scan_model
+from patternscope.core.classifier import Classifier
+from patternscope.data import load_fashion_mnist
 from patternscope.kit import (
     BlendTrigger,
     PatchTrigger,
@@ -35,9 +38,6 @@ from patternscope.kit import (
     poison_dataset,
     train_classifier,
 )
-from patternscope.models import Classifier
-from patternscope.neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from patternscope.scan import ScanConfig, scan_model
 
 # (name, trigger, target, poison rate); seeds differ from the pilot models the scan rule was set on (100+)
 BACKDOORED: list[tuple[str, Any, int, float]] = [
@@ -105,7 +105,7 @@ def run_one(
         scan_index=[r.anomaly_index for r in report.rows],
         scan_median_k=report.median_k,
     )
-    from patternscope.scan import stratified_split
+    from patternscope.data import stratified_split
 
     search_idx, _ = stratified_split(clean_y, 0.3, spec["seed"])
     nc = neural_cleanse(model, clean_x[search_idx], nc_config)

@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 from _common import save, table
 
-from patternscope import figures
-from patternscope.classwise import (
+from patternscope.analyses.classwise import (
     ClasswiseConfig,
     choose_canvas,
-    class_probabilities,
     find_classwise_pattern,
     other_classes,
     predictive_power,
 )
-from patternscope.datasets import load_fashion_mnist
+from patternscope.core.classifier import Classifier
+from patternscope.core.predict import class_probabilities
+from patternscope.data import load_fashion_mnist, stratified_split
 from patternscope.kit import (
     PatchTrigger,
     SmallCNN,
@@ -39,8 +39,7 @@ from patternscope.kit import (
     poison_dataset,
     train_classifier,
 )
-from patternscope.models import Classifier
-from patternscope.scan import stratified_split
+from patternscope.report import figures
 
 FIGURE = Path(__file__).parent.parent / "docs" / "figures" / "classwise_settings.png"
 TRIGGER = PatchTrigger(4, "bottom-right", colour=1.0)

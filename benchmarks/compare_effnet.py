@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, save, table
+from _common import FIGURES, RESULTS, save, table
 
 from patternscope import bundled_photos, evaluate_pattern, load_model
-from patternscope.compare import CompareOptions, compare_methods, parse_setting
 from patternscope.data import BatchStream, training_sources
 from patternscope.methods import METHODS, find_pattern
+from patternscope.runs.compare import CompareOptions, compare_methods, parse_setting
 
 EPS = 10 / 255
 VIEWS = 10
@@ -50,7 +50,7 @@ def part_equal_budget(models: list[str], budget: float, methods: list[str], sett
         comparison = compare_methods(opts, progress=False, log=lambda msg: print(msg, flush=True))
         if len(methods) == len(METHODS) and not settings:  # the full table and chart go to results/
             shutil.copy(out / "compare.json", RESULTS / f"compare_{spec}.json")
-            shutil.copy(out / "compare.png", RESULTS / f"compare_{spec}.png")
+            shutil.copy(out / "compare.png", FIGURES / f"compare_{spec}.png")
         ref = next(r.fooling_ratio for r in comparison.rows if r.method == "dominant")
         for r in comparison.rows:
             rows.append(
@@ -74,7 +74,7 @@ def part_equal_budget(models: list[str], budget: float, methods: list[str], sett
 
 
 def part_speed(methods: list[str], budgets: list[float]) -> dict:
-    from patternscope.peers import art_universal_perturbation
+    from patternscope.adapters.art import art_universal_perturbation
 
     model = load_model("efficientnet_lite0")
     evaluation = bundled_photos("photos-eval")
@@ -97,7 +97,7 @@ def part_speed(methods: list[str], budgets: list[float]) -> dict:
     for method in methods:
         for budget in budgets:
             start = time.perf_counter()
-            out = find_pattern(method, model, ["photos"], eps=EPS, budget=budget, progress=False)
+            out = find_pattern(model, ["photos"], method=method, eps=EPS, budget=budget, progress=False)
             seconds = time.perf_counter() - start
             fool = evaluate_pattern(model, out.pattern, x_eval, baselines=()).fooling_ratio
             row = {

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import save, table
 
-from patternscope import bundled_photos, evaluate_pattern, find_dominant_pattern, load_model
+from patternscope import bundled_photos, evaluate_pattern, load_model
+from patternscope.methods import find_dominant_pattern
 from patternscope.methods.dominant import DEFAULT_STEPS
 
 VARIANTS = {

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from _common import RESULTS, save, table
 
-from patternscope.datasets import load_fashion_mnist, write_image_tree
-from patternscope.downstream_runs import DownstreamOptions, downstream_run
+from patternscope.data import load_fashion_mnist, write_image_tree
+from patternscope.runs.downstream import DownstreamOptions, downstream_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pattern = args.pattern
     if pattern is None:
-        from patternscope.runs import FindOptions, find_dominant_run
+        from patternscope.runs.find_dominant import FindOptions, find_dominant_run
 
         pattern = str(RESULTS / "downstream_effnet_pattern")
         if not (Path(pattern) / "pattern.safetensors").exists():

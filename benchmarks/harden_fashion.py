@@ -21,11 +21,11 @@ import torch
 from _common import save, table
 from safetensors.torch import save_file
 
-from patternscope.datasets import load_fashion_mnist
-from patternscope.harden_runs import HardenOptions, harden_run
+from patternscope.data import load_fashion_mnist
 from patternscope.kit import SmallCNN, TrainConfig, accuracy, train_classifier
 from patternscope.methods import METHODS
-from patternscope.report import write_report
+from patternscope.runs.harden import HardenOptions, harden_run
+from patternscope.runs.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from patternscope.datasets import load_fashion_mnist
+from patternscope.data import load_fashion_mnist
 from patternscope.kit import (
     PatchTrigger,
     SmallCNN,

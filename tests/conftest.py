@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +16,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers import TINY_SPEC
 from tiny_models import TinyCNN
 
-from patternscope.models import Classifier
-
-TINY_SPEC = f"{Path(__file__).parent / 'tiny_models.py'}:TinyCNN"
+from patternscope.core.classifier import Classifier
 
 
 @dataclass
@@ -42,8 +43,25 @@ def digits() -> Digits:
     return Digits(x[:1400], y[:1400], x[1400:], y[1400:])
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Train fixtures on one thread: multi-threaded reductions change the last bits of the weights with
+    the number of cores, and a test's margin should not depend on the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_net(digits: Digits) -> TinyCNN:
+    with one_thread():
+        return _train_tiny(digits)
+
+
+def _train_tiny(digits: Digits) -> TinyCNN:
     torch.manual_seed(0)
     net = TinyCNN()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -114,12 +132,13 @@ def _train_small(data: object, x: torch.Tensor, y: torch.Tensor, seed: int) -> t
     from patternscope.kit import SmallCNN, TrainConfig, train_classifier
 
     torch.manual_seed(seed)
-    return train_classifier(SmallCNN(size=16), x, y, TrainConfig(epochs=12, batch_size=32, lr=3e-3, seed=seed))
+    with one_thread():
+        return train_classifier(SmallCNN(size=16), x, y, TrainConfig(epochs=12, batch_size=32, lr=3e-3, seed=seed))
 
 
 @pytest.fixture(scope="session")
 def digit_data() -> object:
-    from patternscope.datasets import load_digits
+    from patternscope.data import load_digits
 
     return load_digits(size=16)
 

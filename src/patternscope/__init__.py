@@ -1,19 +1,82 @@
 """patternscope: find the input-space patterns that dominate an image classifier's decisions.
 
 Pixel space is [0,1] everywhere; budgets (eps) are L∞ in that space unless said otherwise.
+
+One function per task, each taking ``(model, data, config, *, device, progress, ...)`` in that order::
+
+    import patternscope as ps
+    model = ps.load_model("efficientnet_lite0")
+    outcome = ps.find_pattern(model, ["photos", "jigsaw"], ps.DominantConfig(steps=300))
+    ev = ps.evaluate_pattern(model, outcome.pattern, ps.bundled_photos("photos-eval"))
+
+Everything else stays importable from its subpackage: :mod:`patternscope.core` (the engine),
+:mod:`~patternscope.data`, :mod:`~patternscope.methods`, :mod:`~patternscope.analyses`,
+:mod:`~patternscope.runs` (run folders), :mod:`~patternscope.report`, :mod:`~patternscope.adapters` and
+:mod:`~patternscope.kit` (the experiment kit, also reachable as ``ps.kit``).
 """
 
+from typing import TYPE_CHECKING, Any
+
+from . import kit
 from ._version import __version__
-from .classwise import ClasswiseConfig, ClasswisePattern, find_classwise_pattern, predictive_power
-from .data import BatchStream, ImageSet, bundled_photos, image_folder, tensor_set
-from .datasets import load_digits, load_fashion_mnist
-from .errors import PatternscopeError
-from .methods import METHODS, DominantConfig, find_dominant_pattern, find_pattern
-from .metrics import Evaluation, evaluate_pattern
-from .models import Classifier, list_models, load_model
-from .neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from .patterns import Pattern, parse_eps
-from .scan import ScanConfig, ScanReport, scan_model
+from .analyses.classwise import (
+    ClasswiseConfig,
+    ClasswiseResult,
+    PredictivePower,
+    choose_canvas,
+    find_classwise_pattern,
+    other_classes,
+    predictive_power,
+)
+from .analyses.downstream import (
+    DownstreamConfig,
+    DownstreamResult,
+    build_downstream,
+    measure_downstream,
+    train_downstream,
+)
+from .analyses.hardening import HardenConfig, HardenResult, harden_model
+from .analyses.neural_cleanse import NeuralCleanseConfig, NeuralCleanseReport, neural_cleanse
+from .analyses.scan import ScanConfig, ScanReport, scan_model
+from .analyses.transfer import Transfer, transfer_matrix
+from .core.classifier import Classifier
+from .core.metrics import Evaluation, evaluate_pattern
+from .core.models import list_models, load_model
+from .core.patterns import ClasswisePattern, Pattern
+from .data import (
+    BatchStream,
+    ImageSet,
+    LabelledData,
+    bundled_photos,
+    image_folder,
+    load_digits,
+    load_fashion_mnist,
+    open_images,
+    tensor_set,
+)
+from .errors import (
+    DataError,
+    HardeningError,
+    ModelSpecError,
+    PatternError,
+    PatternscopeError,
+    RunDirError,
+    SearchDivergedError,
+    WeightsError,
+)
+from .methods import METHODS, DominantConfig, SearchOutcome, UAPConfig, find_pattern
+
+if TYPE_CHECKING:  # run folders and reports draw figures: matplotlib is imported on first use
+    from .runs.compare import CompareConfig, Comparison, MethodFailed, compare_patterns
+    from .runs.report import write_report
+
+_LAZY = {
+    "CompareConfig": "compare",
+    "Comparison": "compare",
+    "MethodFailed": "compare",
+    "compare_patterns": "compare",
+    "write_report": "report",
+}
 
 __all__ = [
     "METHODS",
@@ -21,37 +84,66 @@ __all__ = [
     "Classifier",
     "ClasswiseConfig",
     "ClasswisePattern",
+    "ClasswiseResult",
+    "CompareConfig",
+    "Comparison",
+    "DataError",
     "DominantConfig",
+    "DownstreamConfig",
+    "DownstreamResult",
     "Evaluation",
+    "HardenConfig",
+    "HardenResult",
+    "HardeningError",
     "ImageSet",
+    "LabelledData",
+    "MethodFailed",
+    "ModelSpecError",
     "NeuralCleanseConfig",
+    "NeuralCleanseReport",
     "Pattern",
+    "PatternError",
     "PatternscopeError",
+    "PredictivePower",
+    "RunDirError",
     "ScanConfig",
     "ScanReport",
+    "SearchDivergedError",
+    "SearchOutcome",
+    "Transfer",
+    "UAPConfig",
+    "WeightsError",
     "__version__",
+    "build_downstream",
     "bundled_photos",
+    "choose_canvas",
+    "compare_patterns",
     "evaluate_pattern",
     "find_classwise_pattern",
-    "find_dominant_pattern",
     "find_pattern",
+    "harden_model",
     "image_folder",
+    "kit",
     "list_models",
     "load_digits",
     "load_fashion_mnist",
     "load_model",
+    "measure_downstream",
     "neural_cleanse",
-    "parse_eps",
+    "open_images",
+    "other_classes",
     "predictive_power",
     "scan_model",
     "tensor_set",
+    "train_downstream",
+    "transfer_matrix",
     "write_report",
 ]
 
 
-def __getattr__(name: str) -> object:  # report drawing pulls in matplotlib: imported on first use
-    if name == "write_report":
-        from .report import write_report
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-        return write_report
+        return getattr(importlib.import_module(f".runs.{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'patternscope' has no attribute {name!r}")

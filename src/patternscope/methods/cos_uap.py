@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models import Classifier
-from ..objectives import Objective, cosine_to_clean
+from ..core.classifier import Classifier
+from ..core.objectives import Objective, cosine_to_clean
 from .recipe import Recipe, UAPConfig
 
 

@@ -13,31 +13,29 @@ projection before every forward; batch 32; x + δ is *not* clipped to [0,1] duri
 
 Example::
 
-    from patternscope import load_model, find_dominant_pattern
-    model = load_model("efficientnet_lite0")
-    outcome = find_dominant_pattern(model, ["photos", "jigsaw"], steps=150)
+    import patternscope as ps
+    model = ps.load_model("efficientnet_lite0")
+    outcome = ps.find_pattern(model, ["photos", "jigsaw"], ps.DominantConfig(steps=150))
     outcome.pattern.save("runs/demo")
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 
+from ..core.classifier import Classifier
+from ..core.objectives import Objective, dominant_cosine, dominant_kl
 from ..errors import PatternError
-from ..models import Classifier
-from ..objectives import Objective, dominant_cosine, dominant_kl
-from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig, run_recipe
+from .recipe import Recipe, UAPConfig
 
 DEFAULT_STEPS = 300  # about 4.5 minutes on 2 CPU cores for EfficientNet-Lite0 at batch 32 (see README)
 
 
 @dataclass
 class DominantConfig(UAPConfig):
-    """Settings for :func:`find_dominant_pattern` (the authors' defaults unless noted).
+    """Settings of a dominant-pattern search (the authors' defaults unless noted).
 
     Besides :class:`~patternscope.methods.recipe.UAPConfig`'s fields (eps 10/255 L∞, batch 32, Adam lr
     1e-2, δ from zeros, no clipping during the search):
@@ -75,44 +73,3 @@ RECIPE = Recipe(
     step_cost=lambda c: c.batch_size + 1,  # the batch, and δ alone
     batch_mean=True,
 )
-
-
-def find_dominant_pattern(
-    model: Classifier,
-    data: DataSpec,
-    config: DominantConfig | None = None,
-    *,
-    budget: float | None = None,
-    device: str | torch.device | None = None,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: int = 25,
-    resume: bool = False,
-    progress: bool = True,
-    **overrides: Any,
-) -> SearchOutcome:
-    """Search a dominant pattern for ``model`` over ``data`` (label-free).
-
-    Args:
-        model: a :class:`~patternscope.models.Classifier` (inputs in [0,1]).
-        data: a :class:`~patternscope.data.BatchStream`, or data specs: proxy names (``jigsaw``,
-            ``gaussian``, ``uniform``), ``photos``, image folders, tensors or ImageSets.
-        config: a :class:`DominantConfig`; keyword ``overrides`` replace its fields (``steps=50``).
-        budget: passes (images through forward and backward) to spend; replaces ``steps``.
-        device: defaults to the model's device.
-        checkpoint: a checkpoint file, written atomically every ``checkpoint_every`` steps.
-        resume: continue from ``checkpoint`` when it exists (same result as an uninterrupted run).
-        progress: show a progress bar.
-    """
-    return run_recipe(
-        RECIPE,
-        model,
-        data,
-        config,
-        budget=budget,
-        device=device,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        progress=progress,
-        **overrides,
-    )

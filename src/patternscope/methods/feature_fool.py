@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.classifier import Classifier
+from ..core.objectives import Objective, activation_log_norms
+from ..core.params import RescalingParam
 from ..errors import PatternError
-from ..models import Classifier
-from ..objectives import Objective, activation_log_norms
-from ..patterns import RescalingParam
 from .recipe import Recipe, UAPConfig
 
 PRIORS = ("none", "range", "data")

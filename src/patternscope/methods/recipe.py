@@ -13,24 +13,27 @@ same compute, whatever its batch size or number of forwards per step.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import distributed
-from .._version import __version__
-from ..data import BatchStream, ImageSet, check_crop_scale, training_sources
+from ..core.classifier import Classifier
+from ..core.objectives import Objective
+from ..core.params import AdditiveParam
+from ..core.patterns import Pattern, parse_eps
+from ..core.search import SearchResult
+from ..data.image_set import ImageSet
+from ..data.sources import training_sources
+from ..data.stream import BatchStream, check_crop_scale
 from ..errors import PatternError
-from ..models import Classifier
-from ..objectives import Objective
-from ..patterns import AdditiveParam, Pattern, parse_eps
-from ..search import SearchConfig, SearchResult, run_search
 
-DataSpec = BatchStream | list[str | Path | ImageSet | torch.Tensor] | str | None
+# search data: a stream, one source or a list of sources (proxy names, photos, folders, tensors, ImageSets), or
+# None for the method's own default data
+DataSource = str | Path | ImageSet | torch.Tensor
+DataSpec = BatchStream | DataSource | Sequence[DataSource] | None
 SETTINGS = ("data-free", "label-free", "data-dependent")
 
 
@@ -197,95 +200,3 @@ def make_stream(recipe: Recipe, config: UAPConfig, model: Classifier, data: Data
             "or use its label-free variant"
         )
     return stream
-
-
-def run_recipe(
-    recipe: Recipe,
-    model: Classifier,
-    data: DataSpec = None,
-    config: UAPConfig | None = None,
-    *,
-    budget: float | None = None,
-    device: str | torch.device | None = None,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: int = 25,
-    resume: bool = False,
-    progress: bool = True,
-    **overrides: Any,
-) -> SearchOutcome:
-    """Search ``recipe``'s pattern for ``model``; see :func:`patternscope.methods.find_pattern`."""
-    config = make_config(recipe, config, overrides)
-    if budget is not None:
-        if not (budget > 0 and math.isfinite(budget)):
-            raise PatternError(f"budget must be a positive number of passes, got {budget}")
-        config.steps = steps_for_budget(recipe, config, budget)
-    layer = getattr(config, "layer", None)
-    model.check_layer(layer)
-    dev = torch.device(device) if device is not None else model.device
-    model = model.to(dev)
-    stream = make_stream(recipe, config, model, data)
-    if stream is None:
-        empty = torch.empty(0)
-
-        def batches(_step: int, _size: int) -> torch.Tensor:
-            return empty
-    else:
-        batches = stream.labelled_batch if recipe.labelled(config) else stream.batch
-    if recipe.param is not None:
-        param = recipe.param(model.input_size, config, dev)
-    else:
-        param = AdditiveParam(model.input_size, config.eps, config.norm, device=dev, init=config.init, seed=config.seed)
-    objective = recipe.objective(model, param.delta, config)
-    tick = getattr(param, "tick", None)
-    if tick is not None:  # parametrisations that count steps (rescaling schedules)
-        inner = objective
-        objective = Objective(lambda x: (tick(), inner(x))[1], inner.name)
-    parallel = distributed.current().active and recipe.batch_mean
-    loop = SearchConfig(
-        steps=config.steps,
-        batch_size=config.batch_size,
-        optimizer=config.optimizer,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        device=str(dev),
-        amp=config.amp,
-        seed=config.seed,
-        checkpoint_path=Path(checkpoint) if checkpoint is not None else None,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        window=config.window,
-        patience=config.patience,
-        progress=progress,
-        desc=recipe.name,
-        # data-parallel, each rank also runs the pattern-only forward, so measured passes exceed one
-        # process's; a fixed-cost method then keeps the step count its nominal cost gives (config.steps)
-        budget=None if parallel and budget is not None and recipe.step_cost(config) is not None else budget,
-        data_parallel=parallel,  # under torchrun: split batches
-        replicated=distributed.current().active,
-    )
-    data_text = stream.describe() if stream is not None else "none (the pattern alone)"
-    settings = {k: v for k, v in asdict(config).items() if k not in ("eps", "norm")}
-    identity = {"method": recipe.name, "model": model.spec, "eps": config.eps, "norm": config.norm, "data": data_text}
-    identity["settings"] = {k: v for k, v in settings.items() if k not in ("steps", "patience", "keep")}
-    result = run_search(param, objective, batches, loop, identity=identity, meter=model.passes.cost)
-    meta = {
-        "method": recipe.name,
-        "title": recipe.title,
-        "model": model.spec,
-        "weights": model.weights,
-        "steps": result.steps_done,
-        "seed": config.seed,
-        "data": data_text,
-        "setting": setting_of(recipe, config, stream),
-        "label_free": not recipe.labelled(config),
-        "settings": settings,
-        "clip_during_search": config.clip_during_search,
-        "budget": budget,
-        "passes": result.passes,
-        "patternscope_version": __version__,
-    }
-    last = Pattern(param.delta.detach().cpu(), config.eps, config.norm, {**meta, "kept": "last"})
-    best = Pattern(
-        result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
-    )
-    return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.classifier import Classifier
+from ..core.objectives import Objective, clamped_cross_entropy
 from ..errors import PatternError
-from ..models import Classifier
-from ..objectives import Objective, clamped_cross_entropy
 from .recipe import Recipe, UAPConfig
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.classifier import Classifier
+from ..core.objectives import Objective, deepfool_update
 from ..errors import PatternError
-from ..models import Classifier
-from ..objectives import Objective, deepfool_update
 from .recipe import Recipe, UAPConfig
 
 

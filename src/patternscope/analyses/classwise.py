@@ -1,0 +1,282 @@
+"""Class-wise patterns (Zhao et al. 2021): for a target class t, a small stamp in pixel space that makes
+the model predict t on images of other classes.
+
+A mask m (1 x H x W, shared over channels, start 0.5) blends a canvas image x_c of class t into images
+x_o of other classes, x' = m * x_c + (1 - m) * x_o, and signed steps of 0.02 (clipped to [0,1])
+minimise ``alpha * CE(f(x'), t) + (1 - alpha) * sum(m) / (H W / 2)`` with alpha 0.2, batch 4. The
+pattern is the canvas colours at the top-k mask pixels (about 5% by default), stamped by overwriting.
+
+``learn_canvas=True`` also takes signed steps on the canvas colours (same loss): the backdoor scan uses
+it, because a trigger whose colour the natural canvas lacks (a white patch where the canvas is black
+background) cannot be expressed by any mask over the natural canvas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.classifier import Classifier
+from ..core.models import on_device
+from ..core.objectives import classwise_loss
+from ..core.params import MaskCanvasParam
+from ..core.patterns import ClasswisePattern, top_k_mask
+from ..core.predict import class_probabilities, predicted_class
+from ..core.search import SearchConfig, SearchResult, run_search
+from ..data.stream import epoch_batches
+from ..errors import DataError, PatternError
+
+
+@dataclass
+class ClasswiseConfig:
+    """Settings of a class-wise pattern search (defaults: the paper's).
+
+    Args:
+        alpha: weight of the cross-entropy; the mask-size term gets ``1 - alpha``.
+        lr: signed step on the mask (and canvas) in [0,1] units.
+        mask_init: the mask's starting value everywhere.
+        batch_size: search images per step.
+        epochs: passes over the search set when ``steps`` is not given.
+        steps: search steps (overrides ``epochs``).
+        max_steps: cap on steps derived from ``epochs`` (big search sets).
+        top_k: pattern size: a share of the H*W pixels if < 1, else a pixel count.
+        learn_canvas: also optimise the canvas colours (for the backdoor scan).
+        seed: fixes every batch and so the whole search.
+    """
+
+    alpha: float = 0.2
+    lr: float = 0.02
+    mask_init: float = 0.5
+    batch_size: int = 4
+    epochs: float = 5.0
+    steps: int | None = None
+    max_steps: int = 3000
+    top_k: float = 0.05
+    learn_canvas: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise PatternError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not 0 <= self.mask_init <= 1:
+            raise PatternError(f"mask_init must be in [0, 1], got {self.mask_init}")
+        if self.lr <= 0 or self.batch_size < 1:
+            raise PatternError("lr must be > 0 and batch_size >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise PatternError(f"steps must be >= 1, got {self.steps}")
+        if self.top_k <= 0:
+            raise PatternError(f"top_k must be > 0 (a share of pixels below 1, else a count), got {self.top_k}")
+
+    def search_steps(self, n_images: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, min(self.max_steps, round(self.epochs * n_images / self.batch_size)))
+
+    def k_pixels(self, height: int, width: int) -> int:
+        k = round(self.top_k * height * width) if self.top_k < 1 else int(self.top_k)
+        return max(1, min(k, height * width))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Canvas and data
+
+
+def choose_canvas(
+    model: Classifier, images: torch.Tensor, labels: torch.Tensor, target: int, probs: torch.Tensor | None = None
+) -> int:
+    """Index of the image labelled ``target`` that the model classifies as ``target`` most confidently.
+
+    Falls back to the most confident ``target`` prediction among all images when no labelled image of the
+    class is classified as it.
+    """
+    p = probs if probs is not None else class_probabilities(model, images)
+    score = p[:, target].clone()
+    own = (labels == target) & (p.argmax(1) == target)
+    if own.any():
+        score[~own] = -1
+    elif (labels == target).any():
+        score[labels != target] = -1
+    return int(score.argmax())
+
+
+def spread_examples(images: torch.Tensor, labels: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Up to ``n`` images, one per class in turn (first of each class, then second, ...), for figures."""
+    order: list[int] = []
+    by_class = [torch.nonzero(labels == c).flatten().tolist() for c in torch.unique(labels).tolist()]
+    depth = 0
+    while len(order) < min(n, len(labels)):
+        for idx in by_class:
+            if depth < len(idx) and len(order) < n:
+                order.append(idx[depth])
+        depth += 1
+    return images[torch.tensor(order, dtype=torch.long)]
+
+
+def other_classes(images: torch.Tensor, labels: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = labels != target
+    return images[keep], labels[keep]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Search and measurement
+
+
+@dataclass
+class ClasswiseResult:
+    """A found pattern, the canvas it came from and the search record."""
+
+    pattern: ClasswisePattern
+    canvas: torch.Tensor
+    search: SearchResult
+    steps: int
+
+    def summary(self) -> dict[str, Any]:
+        return {"target": self.pattern.target, "k": self.pattern.k, "steps": self.steps, **self.search.summary()}
+
+
+def find_classwise_pattern(
+    model: Classifier,
+    target: int,
+    search_images: torch.Tensor,
+    canvas: torch.Tensor,
+    config: ClasswiseConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    desc: str | None = None,
+) -> ClasswiseResult:
+    """Search the class-wise pattern of ``target`` (Zhao et al. 2021).
+
+    Args:
+        model: the classifier (inputs in [0,1]).
+        target: the class index the pattern should make the model predict.
+        search_images: images of the other classes (N x C x H x W in [0,1], the model's input size).
+        canvas: an image of class ``target`` (C x H x W) whose pixels the pattern is cut from.
+        config: :class:`ClasswiseConfig` (the paper's settings by default).
+        device: where to search (default: the model's device; the model is moved there).
+        progress: show a progress bar.
+        checkpoint: a checkpoint file for exact resume; ``resume`` continues from it.
+        resume: continue from ``checkpoint`` when it exists.
+        desc: the progress bar's label.
+    """
+    cfg = config or ClasswiseConfig()
+    model = on_device(model, device)
+    if not 0 <= target < model.num_classes:
+        raise DataError(
+            f"class {target} is out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})"
+        )
+    if search_images.ndim != 4 or search_images.shape[0] == 0:
+        raise DataError(f"no search images of classes other than {target}")
+    if cfg.batch_size > search_images.shape[0]:
+        raise DataError(
+            f"batch size {cfg.batch_size} is larger than the {search_images.shape[0]} search images of classes "
+            f"other than {target}; use --batch-size {search_images.shape[0]} or less, or give more images"
+        )
+    if tuple(canvas.shape) != tuple(model.input_size) or tuple(search_images.shape[1:]) != tuple(model.input_size):
+        raise DataError(
+            f"images are {tuple(search_images.shape[1:])} and the canvas {tuple(canvas.shape)}, "
+            f"but the model takes {tuple(model.input_size)}"
+        )
+    device = model.device
+    param = MaskCanvasParam(canvas, cfg.mask_init, cfg.learn_canvas, device)
+    steps = cfg.search_steps(search_images.shape[0])
+    search_cfg = SearchConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        optimizer="sign",
+        lr=cfg.lr,
+        device=str(device),
+        seed=cfg.seed,
+        checkpoint_path=checkpoint,
+        resume=resume,
+        checkpoint_every=max(50, steps // 20),
+        window=max(1, min(50, steps // 10)),
+        progress=progress,
+        desc=desc or f"class {target}",
+    )
+    identity = {"method": "classwise", "target": target, **{k: v for k, v in asdict(cfg).items() if k != "steps"}}
+    result = run_search(
+        param,
+        classwise_loss(model, param, target, cfg.alpha),
+        epoch_batches(search_images.cpu(), cfg.seed),
+        search_cfg,
+        identity=identity,
+    )
+    # The final tensors, not the best window's: the mask-size term keeps shrinking the mask to the end.
+    soft = param.mask.detach().cpu()
+    colours = param.canvas.detach().cpu()
+    k = cfg.k_pixels(*soft.shape[-2:])
+    meta = {"model": model.spec, "weights": model.weights, "learn_canvas": cfg.learn_canvas, "config": asdict(cfg)}
+    pattern = ClasswisePattern(target, top_k_mask(soft, k), colours, soft, meta)
+    return ClasswiseResult(pattern, canvas.detach().cpu(), result, steps)
+
+
+@dataclass
+class PredictivePower:
+    """Attack success of a class-wise pattern on held-out images of other classes, with the clean rate."""
+
+    target: int
+    k: int
+    success: float
+    clean_rate: float
+    images: int
+    per_class: dict[int, dict[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predictive_power(
+    model: Classifier, pattern: ClasswisePattern, images: torch.Tensor, labels: torch.Tensor
+) -> PredictivePower:
+    """Share of images of other classes classified as the target once stamped, overall and per source class,
+    next to the share classified as the target without the pattern."""
+    x, y = other_classes(images, labels, pattern.target)
+    if x.shape[0] == 0:
+        raise DataError(f"no evaluation images of classes other than {pattern.target}")
+    hit = predicted_class(model, pattern.stamp(x)) == pattern.target
+    clean = predicted_class(model, x) == pattern.target
+    per = {
+        int(c): {
+            "success": float(hit[y == c].float().mean()),
+            "clean_rate": float(clean[y == c].float().mean()),
+            "images": int((y == c).sum()),
+        }
+        for c in torch.unique(y).tolist()
+    }
+    return PredictivePower(
+        pattern.target, pattern.k, float(hit.float().mean()), float(clean.float().mean()), len(y), per
+    )
+
+
+@torch.no_grad()
+def success_at_k(model: Classifier, pattern: ClasswisePattern, images: torch.Tensor, k: int) -> float:
+    """Attack success of ``pattern`` cut to its top ``k`` pixels on ``images`` (all of other classes)."""
+    return float((predicted_class(model, pattern.with_k(k).stamp(images)) == pattern.target).float().mean())
+
+
+def smallest_k(
+    model: Classifier, pattern: ClasswisePattern, images: torch.Tensor, rate: float = 0.9
+) -> tuple[int, float]:
+    """Binary search for the fewest top pixels whose stamp reaches ``rate`` success on ``images`` (other
+    classes only). Returns (k, success at k); k = H*W + 1 and the full-stamp success when even every
+    pixel falls short. Assumes success grows with k (true up to noise: more pixels of the same stamp)."""
+    _, h, w = pattern.shape
+    lo, hi = 1, h * w
+    full = success_at_k(model, pattern, images, hi)
+    if full < rate:
+        return h * w + 1, full
+    best = (hi, full)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        s = success_at_k(model, pattern, images, mid)
+        if s >= rate:
+            hi, best = mid, (mid, s)
+        else:
+            lo = mid + 1
+    return best

@@ -1,0 +1,249 @@
+"""Downstream attack: does a pattern found on a backbone still fool a model fine-tuned from it?
+
+The paper's transfer setting: a user takes a pretrained backbone, freezes it, and trains a new head on
+their own task. :func:`build_downstream` makes that model (the backbone's last ``nn.Linear`` replaced
+by a new head; optionally the block before it unfrozen too), :func:`train_downstream` trains it on
+labelled task images, and :func:`measure_downstream` measures the unchanged pattern's fooling ratio on
+it, next to random noise of the same budget and to a pattern searched on the downstream model itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.classifier import Classifier
+from ..core.metrics import evaluate_pattern
+from ..core.patterns import Pattern
+from ..core.predict import predicted_class
+from ..errors import ModelSpecError, PatternError
+
+HEADS = ("linear", "last-block")
+
+
+@dataclass
+class DownstreamConfig:
+    """Training of the downstream model (pixel space [0,1]).
+
+    Args:
+        head: ``linear`` (a new last layer on the frozen backbone) or ``last-block`` (that, plus the
+            trainable module just before it).
+        epochs: passes over the task's training images.
+        lr: Adam learning rate.
+        batch_size: images per step.
+        seed: initialisation and shuffling.
+    """
+
+    head: str = "linear"
+    epochs: int = 30
+    lr: float = 1e-2
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise PatternError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise PatternError("epochs and batch_size must be >= 1 and lr > 0")
+
+
+def _last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ModelSpecError("the backbone has no nn.Linear layer to replace with a new head")
+    return linears[-1]
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent = root
+    *path, last = name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, last, module)
+
+
+def _block_before(net: nn.Module, head_name: str) -> nn.Module | None:
+    """The last top-level child of ``net`` before the head's that holds a convolution or linear layer
+    (norm-only children such as a final BatchNorm are passed over)."""
+    head_top = head_name.split(".")[0]
+    before = None
+    for name, child in net.named_children():
+        if name == head_top:
+            break
+        if any(isinstance(m, nn.Conv2d | nn.Linear) for m in child.modules()):
+            before = child
+    return before
+
+
+class DownstreamModel(Classifier):
+    """A backbone with a new head: ``head_name`` names the replaced last linear layer, ``trainable`` holds
+    the modules training updates (the head, and with ``last-block`` the block before it)."""
+
+    head_name: str
+    trainable: list[nn.Module]
+
+
+def build_downstream(backbone: Classifier, num_classes: int, config: DownstreamConfig) -> DownstreamModel:
+    """A copy of ``backbone`` whose last linear layer is a new ``num_classes``-way head (trainable), the
+    rest frozen (``last-block``: the block before the head trainable too)."""
+    if num_classes < 2:
+        raise PatternError(f"the task needs at least 2 classes, got {num_classes}")
+    net = copy.deepcopy(backbone.net)
+    name, old = _last_linear(net)
+    torch.manual_seed(config.seed)
+    head = nn.Linear(old.in_features, num_classes).to(old.weight.device)
+    _set_module(net, name, head)
+    model = DownstreamModel(
+        net,
+        mean=tuple(backbone.mean.flatten().tolist()),
+        std=tuple(backbone.std.flatten().tolist()),
+        input_size=backbone.input_size,
+        spec=f"{backbone.spec} + {config.head} head ({num_classes} classes)",
+        weights=None,
+    )
+    model.head_name = name
+    trainable: list[nn.Module] = [head]
+    if config.head == "last-block":
+        block = _block_before(net, name)
+        if block is None:
+            raise ModelSpecError("the backbone has no block with weights before its last linear layer")
+        trainable.append(block)
+    model.trainable = trainable
+    return model
+
+
+@dataclass
+class TrainReport:
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+
+def train_downstream(
+    model: DownstreamModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    config: DownstreamConfig,
+    *,
+    progress: bool = True,
+) -> TrainReport:
+    """Train the trainable parts of ``model`` (see :func:`build_downstream`) with cross-entropy.
+
+    With a linear head the frozen backbone's features are computed once, so training costs one forward
+    pass over the images plus cheap head updates.
+    """
+    from tqdm.auto import trange
+
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(config.seed)
+    params = [p for m in model.trainable for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=config.lr)
+    device = model.device
+    history: list[float] = []
+    head = model.trainable[0]
+    if config.head == "linear":
+        with torch.no_grad():
+            feats = torch.cat(
+                [
+                    model.features(x[i : i + 128].to(device), f"{model.head_name}:in").flatten(1)
+                    for i in range(0, len(x), 128)
+                ]
+            )
+    for _epoch in trange(config.epochs, desc="head", disable=not progress):
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            target = y[idx].to(device)
+            with torch.enable_grad():
+                logits = (
+                    head(feats[idx]) if config.head == "linear" else model.net(_normalise(model, x[idx].to(device)))
+                )
+                loss = nn.functional.cross_entropy(logits, target)
+                opt.zero_grad()
+                loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(x))
+    for p in params:
+        p.requires_grad_(False)
+    model.passes.grad = model.passes.forward_only = 0
+    return TrainReport(accuracy(model, x, y), accuracy(model, x_test, y_test), time.perf_counter() - start, history)
+
+
+def _normalise(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    return (x - model.mean) / model.std
+
+
+def accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` on images ``x`` in [0,1] with labels ``y``."""
+    with torch.no_grad():
+        return float((predicted_class(model, x) == y).float().mean())
+
+
+@dataclass
+class DownstreamResult:
+    """Fooling ratios on the downstream model's held-out task images (share of predictions changed)."""
+
+    transferred: float
+    random_sign: float
+    random_uniform: float
+    own: float | None
+    accuracy_clean: float
+    accuracy_transferred: float
+    n_images: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_downstream(
+    downstream: Classifier,
+    pattern: Pattern,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    own: Pattern | None = None,
+    seed: int = 0,
+) -> DownstreamResult:
+    """The backbone's ``pattern`` (unchanged) on the downstream model, random noise of its budget, and
+    ``own`` (a pattern searched on the downstream model) if given."""
+    if tuple(pattern.shape) != tuple(downstream.input_size):
+        raise PatternError(
+            f"the pattern is {tuple(pattern.shape)} but the downstream model takes {downstream.input_size}; "
+            "use a pattern found on this backbone"
+        )
+    ev = evaluate_pattern(downstream, pattern, x_test, y_test, seed=seed)
+    own_fr = evaluate_pattern(downstream, own, x_test, y_test, baselines=(), seed=seed).fooling_ratio if own else None
+    return DownstreamResult(
+        transferred=ev.fooling_ratio,
+        random_sign=ev.random_baselines["sign"]["fooling_ratio"],
+        random_uniform=ev.random_baselines["uniform"]["fooling_ratio"],
+        own=own_fr,
+        accuracy_clean=ev.accuracy["clean"]["top1"] if ev.accuracy else float("nan"),
+        accuracy_transferred=ev.accuracy["perturbed"]["top1"] if ev.accuracy else float("nan"),
+        n_images=ev.n_images,
+        details={"top_classes": ev.top_classes, "agreement": ev.agreement},
+    )
+
+
+__all__ = [
+    "HEADS",
+    "DownstreamConfig",
+    "DownstreamResult",
+    "TrainReport",
+    "accuracy",
+    "build_downstream",
+    "measure_downstream",
+    "train_downstream",
+]

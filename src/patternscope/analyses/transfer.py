@@ -1,0 +1,128 @@
+"""Transfer: how often do patterns found on one model fool other models?
+
+:func:`transfer_matrix` measures every pattern on every model, on the same images: a fooling-ratio matrix
+(pattern x model) with a random ±eps control per model. Models are measured one at a time, so a loader
+(a zero-argument function returning the model) keeps only one of them in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from ..core.classifier import Classifier
+from ..core.metrics import evaluate_pattern
+from ..core.patterns import Pattern
+from ..data.image_set import ImageSet
+from ..data.sources import open_images
+from ..errors import PatternError
+
+T = TypeVar("T")
+ModelSource = Classifier | Callable[[], Classifier]
+
+
+@dataclass
+class Transfer:
+    """Fooling ratios of patterns (rows) on models (columns), with random ±eps controls per model."""
+
+    patterns: list[str]
+    models: list[str]
+    fooling: list[list[float]]
+    random_sign: list[float]
+    n_images: int
+    eval_data: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_pattern(pattern: Pattern, input_size: Sequence[int]) -> Pattern:
+    """``pattern`` resized (bilinear) to a model's input size ``(C, H, W)`` and projected back onto its budget;
+    the pattern itself when it fits already. Channels must match."""
+    if tuple(pattern.shape) == tuple(input_size):
+        return pattern
+    if pattern.shape[0] != input_size[0]:
+        raise PatternError(
+            f"pattern has {pattern.shape[0]} channels but the model takes {input_size[0]}; it cannot transfer"
+        )
+    delta = torch.nn.functional.interpolate(
+        pattern.delta[None], size=tuple(input_size[1:]), mode="bilinear", align_corners=False
+    )[0]
+    return Pattern(delta, pattern.eps, pattern.norm, dict(pattern.meta)).project_()
+
+
+Named = Mapping[str, T] | Sequence[T | tuple[str, T]]
+
+
+def _named(items: Named[T], name: Callable[[T], str]) -> list[tuple[str, T]]:
+    """``items`` as (name, item) pairs: a mapping's keys, given pairs, or ``name(item)``."""
+    if isinstance(items, Mapping):
+        return list(items.items())
+    return [item if isinstance(item, tuple) else (name(item), item) for item in items]
+
+
+def transfer_matrix(
+    models: Named[ModelSource],
+    patterns: Named[Pattern],
+    data: ImageSet | torch.Tensor | str,
+    *,
+    views: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> Transfer:
+    """Measure each pattern on each model, on the images ``data`` (an ImageSet, an N x C x H x W tensor in
+    [0,1], or a data spec such as ``photos-eval``).
+
+    Args:
+        models: classifiers, zero-argument loaders of classifiers (models are then loaded one at a time),
+            (name, model) pairs, or a mapping from names to either; unnamed models are named by their spec.
+        patterns: patterns, (name, pattern) pairs, or a mapping from names to patterns; unnamed patterns are
+            named ``method @ model`` from their metadata.
+        views: evaluation crops per image (1, 2, 5 or 10).
+        batch_size: evaluation batch size.
+        seed: seed of the random ±eps control.
+        log: where a resized pattern and each model's row are reported.
+
+    A pattern whose size differs from a model's input is resized (bilinear; values stay within its
+    budget) and that is logged.
+    """
+    named_models = _named(models, lambda m: m.spec if isinstance(m, Classifier) else repr(m))
+    named_patterns = _named(patterns, lambda p: f"{p.meta.get('method', 'pattern')} @ {p.meta.get('model', '?')}")
+    if not named_models or not named_patterns:
+        raise PatternError("transfer needs at least one pattern and one model")
+    images = open_images(data)
+    fooling = [[float("nan")] * len(named_models) for _ in named_patterns]
+    random_sign: list[float] = []
+    n_images = 0
+    for j, (entry, source) in enumerate(named_models):
+        model = source if isinstance(source, Classifier) else source()
+        x, _ = images.eval_tensors(model.input_size, views)
+        n_images = int(x.shape[0])
+        sign = None
+        for i, (name, pattern) in enumerate(named_patterns):
+            fitted = fit_pattern(pattern, model.input_size)
+            if fitted is not pattern:
+                log(f"{name}: resized from {tuple(pattern.shape)} to {model.input_size} for {entry}")
+            ev = evaluate_pattern(
+                model, fitted, x, baselines=("sign",) if sign is None else (), seed=seed, batch_size=batch_size
+            )
+            fooling[i][j] = ev.fooling_ratio
+            if sign is None:
+                sign = ev.random_baselines["sign"]["fooling_ratio"]
+        random_sign.append(float(sign))  # type: ignore[arg-type]
+        log(f"{entry}: " + ", ".join(f"{row[j]:.3f}" for row in fooling))
+    return Transfer(
+        [n for n, _ in named_patterns],
+        [n for n, _ in named_models],
+        fooling,
+        random_sign,
+        n_images,
+        images.description,
+    )
+
+
+__all__ = ["Transfer", "fit_pattern", "transfer_matrix"]

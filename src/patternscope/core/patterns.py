@@ -1,0 +1,289 @@
+"""Patterns in [0,1] pixel space, and their files.
+
+- :class:`Pattern`: an additive C x H x W perturbation δ in an L∞ or L2 ball; applies as
+  clip(x + δ, 0, 1) and projects onto its budget.
+- :class:`ClasswisePattern`: a stamp (a {0,1} mask and colours) that overwrites the pixels it covers.
+
+Both save as ``pattern.safetensors`` (the tensors, with their metadata embedded) + ``pattern.json`` (the
+metadata) + ``pattern.png`` (the pattern made visible), every file written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .._version import __version__
+from ..errors import PatternError
+from .atomic import atomic_path, write_json
+
+NORMS = ("linf", "l2")
+
+
+def parse_eps(value: str | float, norm: str = "linf") -> float:
+    """Parse a budget such as ``10/255``, ``0.0392`` or ``4`` (L2), with checks for common mistakes.
+
+    For L∞ the budget is in [0,1] pixel units: a value above 1 is almost always 0-255 units by mistake
+    and is refused with a hint. Must be positive.
+    """
+    if norm not in NORMS:
+        raise PatternError(f"norm must be one of {NORMS}, got {norm!r}")
+    try:
+        eps = float(Fraction(str(value).strip())) if not isinstance(value, float) else float(value)
+    except (ValueError, ZeroDivisionError):
+        raise PatternError(f"cannot read eps {value!r}; write it like 10/255 or 0.0392") from None
+    if not math.isfinite(eps) or eps <= 0:
+        raise PatternError(f"eps must be positive, got {value!r}")
+    if norm == "linf" and eps > 1:
+        raise PatternError(
+            f"eps={value} is larger than the whole [0,1] pixel range; it looks like 0-255 units. "
+            f"Did you mean {value}/255 (= {eps / 255:.4f})?"
+        )
+    return eps
+
+
+def project(delta: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+    """Project ``delta`` onto the ball ||δ|| <= eps (in place) and return it."""
+    with torch.no_grad():
+        if norm == "linf":
+            delta.clamp_(-eps, eps)
+        elif norm == "l2":
+            size = delta.norm(p=2)
+            if size > eps:
+                delta.mul_(eps / size)
+        else:
+            raise PatternError(f"norm must be one of {NORMS}, got {norm!r}")
+    return delta
+
+
+@dataclass
+class Pattern:
+    """A universal additive pattern δ (C x H x W) with budget ``eps`` in ``norm``, pixel space [0,1].
+
+    ``meta`` records how it was made: method, model spec, eps, norm, steps, seed, data, version, ...
+    """
+
+    delta: torch.Tensor
+    eps: float
+    norm: str = "linf"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.delta.ndim != 3:
+            raise PatternError(f"a pattern is C x H x W; got shape {tuple(self.delta.shape)}")
+        if self.norm not in NORMS:
+            raise PatternError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        self.delta = self.delta.detach().float()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.delta.shape)  # type: ignore[return-value]
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """clip(x + δ, 0, 1) for a batch (N x C x H x W) or one image (C x H x W) in [0,1]."""
+        if tuple(x.shape[-3:]) != self.shape:
+            raise PatternError(
+                f"pattern of shape {self.shape} cannot be added to images of shape {tuple(x.shape[-3:])}; "
+                "it was made for a model with another input size"
+            )
+        return (x + self.delta.to(device=x.device, dtype=x.dtype)).clamp(0, 1)
+
+    def project_(self) -> Pattern:
+        project(self.delta, self.eps, self.norm)
+        return self
+
+    def size(self) -> float:
+        """The pattern's norm (L∞ or L2, as its budget)."""
+        return float(self.delta.abs().max() if self.norm == "linf" else self.delta.norm(p=2))
+
+    def check_fits(self, input_size: tuple[int, ...]) -> None:
+        """Raise :class:`PatternError` unless the pattern fits a model with ``input_size`` (C, H, W)."""
+        if tuple(input_size) != self.shape:
+            made = self.meta.get("model", "another model")
+            raise PatternError(
+                f"the pattern is {self.shape} (made for {made}) but the model takes {tuple(input_size)}; "
+                "search a new pattern for this model"
+            )
+
+    def visible(self) -> torch.Tensor:
+        """δ rescaled to [0,1] for viewing: 0.5 is zero, 0 and 1 are -max|δ| and +max|δ|."""
+        top = float(self.delta.abs().max()) or 1.0
+        return (self.delta / (2 * top) + 0.5).clamp(0, 1)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        meta = {
+            "format": "patternscope.pattern/1",
+            "kind": "additive",
+            "eps": self.eps,
+            "norm": self.norm,
+            "shape": list(self.shape),
+            "patternscope_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        meta.update(self.meta)
+        return meta
+
+    def save(self, folder: str | Path, extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write ``pattern.safetensors``, ``pattern.json`` and ``pattern.png`` into ``folder`` atomically."""
+        from safetensors.torch import save_file
+
+        out = Path(folder)
+        meta = self.metadata()
+        tensors = {"delta": self.delta.contiguous().cpu()}
+        for key, value in (extra_tensors or {}).items():
+            tensors[key] = value.detach().float().contiguous().cpu()
+        with atomic_path(out / "pattern.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"patternscope": json.dumps(meta)})
+        write_json(out / "pattern.json", meta)
+        with atomic_path(out / "pattern.png") as tmp:
+            to_pil(self.visible(), min_side=224).save(tmp, format="PNG")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> Pattern:
+        """Load from a run folder or a ``.safetensors`` file written by :meth:`save`."""
+        from safetensors import SafetensorError, safe_open
+
+        p = Path(path)
+        if p.is_dir():
+            p = p / "pattern.safetensors"
+        if not p.is_file():
+            raise PatternError(f"no pattern at {str(path)!r} (expected a run folder or a pattern.safetensors file)")
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {}).get("patternscope", "{}"))
+                delta = fh.get_tensor("delta")
+        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+            raise PatternError(f"{str(p)!r} is not a readable pattern file ({exc})") from None
+        if meta.get("kind", "additive") != "additive" or "eps" not in meta:
+            raise PatternError(f"{str(p)!r} is not an additive patternscope pattern")
+        known = {"format", "kind", "eps", "norm", "shape"}
+        rest = {k: v for k, v in meta.items() if k not in known}
+        return cls(delta, float(meta["eps"]), meta.get("norm", "linf"), rest)
+
+
+def to_pil(image: torch.Tensor, min_side: int = 0) -> Image.Image:
+    """A C x H x W tensor in [0,1] as a PIL image, upscaled (nearest) so its shorter side is >= min_side."""
+    array = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else np.ascontiguousarray(array))
+    shorter = min(pil.size)
+    if min_side and shorter < min_side:
+        factor = math.ceil(min_side / shorter)
+        pil = pil.resize((pil.size[0] * factor, pil.size[1] * factor), Image.Resampling.NEAREST)
+    return pil
+
+
+# ---------------------------------------------------------------------------------------------------
+# Class-wise patterns: stamps that overwrite pixels
+
+
+def top_k_mask(soft_mask: torch.Tensor, k: int) -> torch.Tensor:
+    """A {0,1} mask (1 x H x W) with ones at the ``k`` largest values of ``soft_mask`` (ties: lower index)."""
+    flat = soft_mask.detach().flatten().float().cpu()
+    order = ranking(flat)
+    out = torch.zeros_like(flat)
+    out[order[: max(0, min(k, flat.numel()))]] = 1
+    return out.view_as(soft_mask.cpu())
+
+
+def ranking(flat: torch.Tensor) -> torch.Tensor:
+    """Pixel indices sorted by mask value, largest first; stable, so equal values keep index order."""
+    return torch.sort(flat, descending=True, stable=True).indices
+
+
+@dataclass
+class ClasswisePattern:
+    """A stamp: ``mask`` (1 x H x W in {0,1}) and ``colours`` (C x H x W in [0,1]) for class ``target``.
+
+    ``soft_mask`` keeps the learned mask, so the pattern can be re-cut at any k (:meth:`with_k`).
+    """
+
+    target: int
+    mask: torch.Tensor
+    colours: torch.Tensor
+    soft_mask: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.colours.shape)  # type: ignore[return-value]
+
+    def with_k(self, k: int) -> ClasswisePattern:
+        return ClasswisePattern(
+            self.target, top_k_mask(self.soft_mask, k), self.colours, self.soft_mask, dict(self.meta)
+        )
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Overwrite the pattern's pixels of ``x`` (N x C x H x W or C x H x W, [0,1]) with its colours."""
+        if tuple(x.shape[-3:]) != self.shape:
+            raise PatternError(
+                f"class-wise pattern of shape {self.shape} cannot be stamped on images of shape {tuple(x.shape[-3:])}"
+            )
+        m = self.mask.to(x.device, x.dtype)
+        return x * (1 - m) + m * self.colours.to(x.device, x.dtype)
+
+    def visible(self, background: float = 0.5) -> torch.Tensor:
+        """The pattern's colours where it is on, ``background`` elsewhere (C x H x W)."""
+        return self.colours * self.mask + background * (1 - self.mask)
+
+    def save(self, folder: str | Path, name: str = "pattern") -> Path:
+        """Write ``NAME.safetensors``, ``NAME.json`` and ``NAME.png`` into ``folder`` atomically."""
+        from safetensors.torch import save_file
+
+        out = Path(folder)
+        meta = {
+            "format": "patternscope.pattern/1",
+            "kind": "classwise",
+            "target": self.target,
+            "k": self.k,
+            "shape": list(self.shape),
+            "patternscope_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **self.meta,
+        }
+        tensors = {
+            "mask": self.mask.float().contiguous().cpu(),
+            "colours": self.colours.float().contiguous().cpu(),
+            "soft_mask": self.soft_mask.float().contiguous().cpu(),
+        }
+        with atomic_path(out / f"{name}.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"patternscope": json.dumps(meta)})
+        write_json(out / f"{name}.json", meta)
+        with atomic_path(out / f"{name}.png") as tmp:
+            to_pil(self.visible(), min_side=224).save(tmp, format="PNG")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClasswisePattern:
+        """Load from a folder holding ``pattern.safetensors`` or from a ``.safetensors`` file."""
+        from safetensors import SafetensorError, safe_open
+
+        p = Path(path)
+        if p.is_dir():
+            p = p / "pattern.safetensors"
+        if not p.is_file():
+            raise PatternError(f"no class-wise pattern at {str(path)!r}")
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {}).get("patternscope", "{}"))
+                tensors = {k: fh.get_tensor(k) for k in ("mask", "colours", "soft_mask")}
+        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+            raise PatternError(f"{str(p)!r} is not a readable class-wise pattern file ({exc})") from None
+        if meta.get("kind") != "classwise":
+            raise PatternError(f"{str(p)!r} is not a class-wise pattern (kind {meta.get('kind')!r})")
+        rest = {k: v for k, v in meta.items() if k not in {"format", "kind", "target", "k", "shape"}}
+        return cls(int(meta["target"]), tensors["mask"], tensors["colours"], tensors["soft_mask"], rest)

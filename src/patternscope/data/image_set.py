@@ -1,0 +1,191 @@
+"""Finite image sets: files, folders, ImageFolder trees and tensors, with optional labels.
+
+An :class:`ImageSet` is an ordered list of images (files or C x H x W tensors in [0,1]) with optional
+labels; it gives evaluation tensors (resize the shorter side, centre crop) and, through
+:class:`~patternscope.data.stream.BatchStream`, augmented training crops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+from .images import IMAGE_SUFFIXES, eval_views, read_image, resize_shorter, to_channels
+
+
+@dataclass
+class ImageItem:
+    """One image: a file path or a C x H x W tensor in [0,1], an optional label and a display name."""
+
+    source: Path | torch.Tensor
+    label: int | None = None
+    name: str = ""
+
+    def identity(self) -> str:
+        """A key that is equal for the same image file (or the same tensor contents)."""
+        if isinstance(self.source, Path):
+            return str(self.source.resolve())
+        digest = hashlib.sha1(self.source.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        return f"tensor:{digest}"
+
+
+@dataclass
+class ImageSet:
+    """A finite list of images with optional labels (``-1`` in tensors where an image has none).
+
+    Decoded images are cached in memory (up to ``cache_limit_mb``) so repeated crops are cheap.
+    """
+
+    items: list[ImageItem]
+    description: str = ""
+    class_names: list[str] | None = None
+    cache_limit_mb: float = 2048.0
+    _cache: dict[tuple[int, int, int | None], torch.Tensor] = field(default_factory=dict, repr=False)
+    _cache_bytes: int = field(default=0, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.items) and all(item.label is not None for item in self.items)
+
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([-1 if i.label is None else i.label for i in self.items], dtype=torch.long)
+
+    def load(self, index: int, channels: int, shorter: int | None = None) -> torch.Tensor:
+        """Image ``index`` as C x H x W in [0,1], its shorter side resized to ``shorter`` if given."""
+        item = self.items[index]
+        if isinstance(item.source, torch.Tensor):
+            image = to_channels(item.source.detach().float().cpu(), channels).clamp(0, 1)
+            return resize_shorter(image, shorter) if shorter is not None else image
+        key = (index, channels, shorter)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached.float() / 255.0
+        image = read_image(item.source, channels)
+        if shorter is not None:
+            image = resize_shorter(image, shorter)
+        as_bytes = (image * 255.0).round().to(torch.uint8)
+        if self._cache_bytes + as_bytes.numel() <= self.cache_limit_mb * 2**20:
+            self._cache[key] = as_bytes
+            self._cache_bytes += as_bytes.numel()
+        return as_bytes.float() / 255.0
+
+    def eval_tensors(self, input_size: Sequence[int], views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images prepared for evaluation: (N*views) x C x H x W and their labels (-1 if none)."""
+        c, h, w = (int(v) for v in input_size)
+        if not self.items:
+            raise DataError(f"no images in {self.description or 'the evaluation set'}")
+        images, labels = [], []
+        for i, item in enumerate(self.items):
+            image = self.load(i, c)
+            if image.shape[-2:] != (h, w) or views > 1:
+                stack = eval_views(image, (h, w), views)
+            else:
+                stack = image[None]
+            images.append(stack)
+            labels.extend([-1 if item.label is None else item.label] * stack.shape[0])
+        return torch.cat(images), torch.tensor(labels, dtype=torch.long)
+
+    def split(self, holdout: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+        """Deterministic split by file identity: (train, held-out) with about ``holdout`` of the images."""
+        if not 0 < holdout < 1:
+            raise DataError(f"holdout fraction must be in (0, 1), got {holdout}")
+
+        def score(item: ImageItem) -> str:
+            return hashlib.sha1(f"{seed}:{item.identity()}".encode()).hexdigest()
+
+        ranked = sorted(self.items, key=score)
+        n_eval = max(1, round(len(ranked) * holdout))
+        if len(ranked) < 2:
+            raise DataError(f"{self.description}: need at least 2 images to hold some out for evaluation")
+        held = set(map(id, ranked[:n_eval]))
+        train = [i for i in self.items if id(i) not in held]
+        test = [i for i in self.items if id(i) in held]
+        return (
+            ImageSet(train, f"{self.description} (train split)", self.class_names),
+            ImageSet(test, f"{self.description} (held-out split)", self.class_names),
+        )
+
+
+def image_folder(path: str | Path) -> ImageSet:
+    """Images under ``path``: a single file, a flat folder, or an ImageFolder tree (one folder per class).
+
+    In a tree, a folder named by an integer is that class index; otherwise classes are the sorted folder
+    names, indexed from 0. Flat folders have no labels. Files that are not readable images (their header
+    does not open) are skipped with one warning naming them; a file that opens but fails to decode later
+    stops the run with an error naming it.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"data path {str(root)!r} does not exist")
+    if root.is_file():
+        if root.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{str(root)!r} is not an image file (expected one of {sorted(IMAGE_SUFFIXES)})")
+        return ImageSet([ImageItem(root, None, root.name)], str(root))
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = [d for d in subdirs if any(_images_in(d))]
+    if class_dirs:
+        numeric = all(d.name.isdigit() for d in class_dirs)
+        names = [d.name for d in class_dirs]
+        items: list[ImageItem] = []
+        for index, d in enumerate(class_dirs):
+            label = int(d.name) if numeric else index
+            items.extend(ImageItem(f, label, f"{d.name}/{f.name}") for f in _images_in(d))
+        items = _readable(items, root)
+        class_names = None if numeric else names
+        return ImageSet(items, f"{root} ({len(class_dirs)} classes)", class_names)
+    files = list(_images_in(root))
+    if not files:
+        raise DataError(
+            f"no images found in {str(root)!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
+            "directly or one folder per class)"
+        )
+    return ImageSet(_readable([ImageItem(f, None, f.name) for f in files], root), str(root))
+
+
+def _readable(items: list[ImageItem], root: Path) -> list[ImageItem]:
+    """``items`` whose file opens as an image (the header only: cheap); the others skipped with a warning."""
+    good, bad = [], []
+    for item in items:
+        try:
+            with Image.open(item.source):  # type: ignore[arg-type]
+                pass
+            good.append(item)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            bad.append(item.name)
+    if bad and not good:
+        raise DataError(f"none of the {len(bad)} image files in {str(root)!r} can be read (e.g. {bad[0]!r})")
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {str(root)!r}: {shown}", stacklevel=3)
+    return good
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def tensor_set(
+    images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None, name: str = "tensors"
+) -> ImageSet:
+    """An :class:`ImageSet` from an N x C x H x W tensor in [0,1] (and optional labels)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise DataError("images must be a tensor of shape N x C x H x W")
+    if images.numel() == 0:
+        raise DataError("the image tensor is empty")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0 or hi > 1:
+        raise DataError(f"image tensor values must be in [0,1] (got {lo:.3g}..{hi:.3g}); divide 0-255 images by 255")
+    if labels is not None and len(labels) != images.shape[0]:
+        raise DataError(f"{len(labels)} labels for {images.shape[0]} images")
+    lab = [None] * images.shape[0] if labels is None else [int(v) for v in labels]
+    return ImageSet([ImageItem(images[i], lab[i], f"{name}[{i}]") for i in range(images.shape[0])], name)

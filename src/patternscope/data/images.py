@@ -1,0 +1,107 @@
+"""Single images: read any file as a C x H x W float tensor in [0,1], convert channels, resize, crop views."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+CROP_FRACTION = 0.875  # evaluation: resize the shorter side to size / 0.875, then centre crop
+
+
+def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
+    """Read an image file as a C x H x W float tensor in [0,1] with ``channels`` channels (1 or 3).
+
+    Grey, RGBA (composited on white), palette, CMYK and 16-bit images are converted.
+    Raises :class:`DataError` for unreadable or corrupt files.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            array = _pil_to_array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {str(path)!r}: {exc}") from None
+    return to_channels(torch.from_numpy(array).permute(2, 0, 1).contiguous(), channels)
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    """H x W x C float32 in [0,1] for any PIL mode."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return np.clip(a / top, 0, 1)[..., None]
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        a = a / a.max() if a.max() > 1 else a
+        return np.clip(a, 0, 1)[..., None]
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba).convert("RGB")
+    elif im.mode in ("1", "L"):
+        im = im.convert("L")
+    elif im.mode != "RGB":
+        im = im.convert("RGB")
+    a = np.asarray(im, dtype=np.float32) / 255.0
+    return a[..., None] if a.ndim == 2 else a
+
+
+def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert a C x H x W image to ``channels`` channels (grey <-> RGB; luma weights for RGB -> grey)."""
+    c = image.shape[0]
+    if c == channels:
+        return image
+    if channels == 1 and c == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
+        return (image * weights).sum(0, keepdim=True)
+    if c == 1:
+        return image.expand(channels, -1, -1).contiguous()
+    raise DataError(f"cannot convert a {c}-channel image to {channels} channels")
+
+
+def resize_shorter(image: torch.Tensor, shorter: int) -> torch.Tensor:
+    """Resize so that the shorter side is ``shorter`` pixels (bilinear, antialiased)."""
+    _, h, w = image.shape
+    scale = shorter / min(h, w)
+    size = (max(shorter, round(h * scale)), max(shorter, round(w * scale)))
+    if size == (h, w):
+        return image
+    out = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    return out.clamp_(0, 1)
+
+
+def eval_views(image: torch.Tensor, size: tuple[int, int], views: int = 1) -> torch.Tensor:
+    """Deterministic evaluation crops (V x C x H x W): resize shorter side to size/0.875, then crop.
+
+    ``views``: 1 centre; 2 centre + its mirror; 5 centre + four corners; 10 those five and mirrors.
+    """
+    if views not in (1, 2, 5, 10):
+        raise DataError(f"eval views must be 1, 2, 5 or 10, got {views}")
+    h, w = size
+    base = resize_shorter(image, math.ceil(max(h, w) / CROP_FRACTION))
+    _, bh, bw = base.shape
+    tops = [(bh - h) // 2, 0, 0, bh - h, bh - h]
+    lefts = [(bw - w) // 2, 0, bw - w, 0, bw - w]
+    positions = [0] if views in (1, 2) else [0, 1, 2, 3, 4]
+    crops = [base[:, tops[i] : tops[i] + h, lefts[i] : lefts[i] + w] for i in positions]
+    if views in (2, 10):
+        crops = crops + [c.flip(-1) for c in crops]
+    return torch.stack(crops)
+
+
+def resize_to(images: torch.Tensor, input_size: Sequence[int]) -> torch.Tensor:
+    """Images (N x C' x H' x W') converted to the model's channels and resized (bilinear, whole image)."""
+    c, h, w = (int(v) for v in input_size)
+    if images.shape[1] != c:
+        images = torch.stack([to_channels(img, c) for img in images])
+    if tuple(images.shape[-2:]) != (h, w):
+        images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return images.clamp(0, 1)

@@ -1,0 +1,160 @@
+"""Search a universal additive pattern with any method: :func:`find_pattern` (and the dominant-pattern
+shortcut :func:`find_dominant_pattern`), on the one loop in :mod:`patternscope.core.search`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._version import __version__
+from ..core import distributed
+from ..core.classifier import Classifier
+from ..core.objectives import Objective
+from ..core.params import AdditiveParam
+from ..core.patterns import Pattern
+from ..core.search import Batch, SearchConfig, run_search
+from ..errors import PatternError
+from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig, make_config, make_stream, setting_of, steps_for_budget
+from .registry import METHODS, get_recipe
+
+
+def recipe_for(method: str | None, config: UAPConfig | None) -> Recipe:
+    """The recipe named ``method``; without a name, the one whose settings class ``config`` is (dominant
+    patterns when neither is given)."""
+    if method is not None:
+        return get_recipe(method)
+    if config is None:
+        return get_recipe("dominant")
+    matches = [r for r in METHODS.values() if type(config) is r.config]
+    if len(matches) != 1:
+        names = ", ".join(r.name for r in matches) or "none"
+        raise PatternError(f"a {type(config).__name__} does not name one method (it fits: {names}); pass method=NAME")
+    return matches[0]
+
+
+def find_pattern(
+    model: Classifier,
+    data: DataSpec = None,
+    config: UAPConfig | None = None,
+    *,
+    method: str | None = None,
+    budget: float | None = None,
+    device: str | torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 25,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> SearchOutcome:
+    """Search a universal pattern for ``model`` with any method (label-free unless the method's settings
+    ask for labels).
+
+    Args:
+        model: a :class:`~patternscope.core.classifier.Classifier` (inputs in [0,1]).
+        data: proxy names (``jigsaw``, ``gaussian``, ``uniform``), ``photos``, folders, N x C x H x W
+            tensors in [0,1], ImageSets or a BatchStream; None: the method's own default data (none at
+            all for FFF and GD-UAP).
+        config: the method's settings (e.g. :class:`~patternscope.methods.dominant.DominantConfig`); it
+            also names the method when ``method`` is not given. Keyword ``overrides`` replace its fields
+            (``eps=8/255``, ``steps=100``, ``beta=9``).
+        method: a name in :data:`~patternscope.methods.registry.METHODS` (``dominant``, ``sgd-uap``,
+            ``gd-uap``, ``fff``, ``cos-uap``, ``df-uap``, ``uap``); default: from ``config``, else
+            ``dominant``.
+        budget: passes to spend (images through forward and backward; forward-only images count a
+            third); replaces ``steps``, so methods with different batch sizes get equal compute.
+        device: where to search (default: the model's device; the model is moved there).
+        checkpoint: a checkpoint file, written atomically every ``checkpoint_every`` steps.
+        resume: continue from ``checkpoint`` when it exists (the same result as an uninterrupted run).
+        progress: show a progress bar.
+
+    Returns:
+        The pattern (``.pattern``, budget ``eps`` in [0,1] pixel units), the best window's pattern
+        (``.best``) and the search record (``.result``).
+    """
+    if isinstance(model, str):
+        raise TypeError(
+            f"find_pattern takes the model first: find_pattern(model, data, method={model!r}) "
+            "(the method moved to a keyword in patternscope 0.2)"
+        )
+    recipe = recipe_for(method, config)
+    config = make_config(recipe, config, overrides)
+    if budget is not None:
+        if not (budget > 0 and math.isfinite(budget)):
+            raise PatternError(f"budget must be a positive number of passes, got {budget}")
+        config.steps = steps_for_budget(recipe, config, budget)
+    layer = getattr(config, "layer", None)
+    model.check_layer(layer)
+    dev = torch.device(device) if device is not None else model.device
+    model = model.to(dev)
+    stream = make_stream(recipe, config, model, data)
+    batches: Callable[[int, int], Batch]
+    if stream is None:
+        empty = torch.empty(0)
+        batches = lambda _step, _size: empty  # noqa: E731 - the objective ignores the batches
+    elif recipe.labelled(config):
+        batches = stream.labelled_batch
+    else:
+        batches = stream.batch
+    if recipe.param is not None:
+        param = recipe.param(model.input_size, config, dev)
+    else:
+        param = AdditiveParam(model.input_size, config.eps, config.norm, device=dev, init=config.init, seed=config.seed)
+    objective = recipe.objective(model, param.delta, config)
+    tick = getattr(param, "tick", None)
+    if tick is not None:  # parametrisations that count steps (rescaling schedules)
+        inner = objective
+        objective = Objective(lambda x: (tick(), inner(x))[1], inner.name)
+    parallel = distributed.current().active and recipe.batch_mean
+    loop = SearchConfig(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        device=str(dev),
+        amp=config.amp,
+        seed=config.seed,
+        checkpoint_path=Path(checkpoint) if checkpoint is not None else None,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        window=config.window,
+        patience=config.patience,
+        progress=progress,
+        desc=recipe.name,
+        # data-parallel, each rank also runs the pattern-only forward, so measured passes exceed one
+        # process's; a fixed-cost method then keeps the step count its nominal cost gives (config.steps)
+        budget=None if parallel and budget is not None and recipe.step_cost(config) is not None else budget,
+        data_parallel=parallel,  # under torchrun: split batches
+        replicated=distributed.current().active,
+    )
+    data_text = stream.describe() if stream is not None else "none (the pattern alone)"
+    settings = {k: v for k, v in asdict(config).items() if k not in ("eps", "norm")}
+    identity = {"method": recipe.name, "model": model.spec, "eps": config.eps, "norm": config.norm, "data": data_text}
+    identity["settings"] = {k: v for k, v in settings.items() if k not in ("steps", "patience", "keep")}
+    result = run_search(param, objective, batches, loop, identity=identity, meter=model.passes.cost)
+    meta = {
+        "method": recipe.name,
+        "title": recipe.title,
+        "model": model.spec,
+        "weights": model.weights,
+        "steps": result.steps_done,
+        "seed": config.seed,
+        "data": data_text,
+        "setting": setting_of(recipe, config, stream),
+        "label_free": not recipe.labelled(config),
+        "settings": settings,
+        "clip_during_search": config.clip_during_search,
+        "budget": budget,
+        "passes": result.passes,
+        "patternscope_version": __version__,
+    }
+    last = Pattern(param.delta.detach().cpu(), config.eps, config.norm, {**meta, "kept": "last"})
+    best = Pattern(
+        result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
+    )
+    return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)

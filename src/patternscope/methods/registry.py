@@ -1,0 +1,29 @@
+"""Every universal-pattern method by its name: ``METHODS`` maps each CLI name to its
+:class:`~patternscope.methods.recipe.Recipe`. A new method is one file in this package and one line here."""
+
+from __future__ import annotations
+
+from ..errors import PatternError
+from . import cos_uap, df_uap, dominant, feature_fool, sgd_uap, uap
+from .recipe import Recipe
+
+METHODS: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        dominant.RECIPE,
+        sgd_uap.RECIPE,
+        feature_fool.GD_UAP,
+        feature_fool.FFF,
+        cos_uap.RECIPE,
+        df_uap.RECIPE,
+        uap.RECIPE,
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` (raising :class:`PatternError` with the known names otherwise)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise PatternError(f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None

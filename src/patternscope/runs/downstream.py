@@ -1,0 +1,213 @@
+"""``patternscope downstream``: the run folder around :mod:`patternscope.analyses.downstream`.
+
+Writes ``downstream.json`` (settings, training, fooling ratios), ``downstream.png`` (the bar chart),
+``downstream_model.safetensors`` (the trained downstream network's state dict) and ``own/`` (the
+pattern searched on the downstream model) into ``--out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..analyses.downstream import (
+    HEADS,
+    DownstreamConfig,
+    DownstreamResult,
+    TrainReport,
+    accuracy,
+    build_downstream,
+    measure_downstream,
+    train_downstream,
+)
+from ..core.atomic import write_atomic, write_json
+from ..core.configs import config_from
+from ..core.models import DEFAULT_MODEL, load_state_dict_file, resolve_device
+from ..core.patterns import Pattern
+from ..data.labelled import open_labelled, stratified_split
+from ..errors import DataError, PatternError
+from ..methods import find_pattern
+from ..report import downstream as downstream_report
+from ..report import figures
+from .command import Command, indented_json
+from .folders import prepare_run_dir, write_run_config
+from .options import LABELLED_HELP, Flag, ModelOptions, OutputFolder, load_options_model, option, parse_model_kwargs
+
+_D = DownstreamConfig()
+BACKBONE = Flag(
+    help=f"the backbone (same as --model; default {DEFAULT_MODEL})", name="--backbone", dest="model", metavar="SPEC"
+)
+
+
+@dataclass
+class DownstreamOptions(ModelOptions, OutputFolder):
+    """Every option of ``patternscope downstream``; ``model`` (``--backbone``) is the backbone, and the
+    training settings default to :class:`~patternscope.analyses.downstream.DownstreamConfig`'s."""
+
+    out: str = option("runs/downstream", help="folder to write (created if missing)", metavar="DIR", required=True)
+    task_data: str = option(
+        "digits",
+        help=f"the downstream task's {LABELLED_HELP}",
+        metavar="SOURCE",
+        required=True,
+        flags_before=(BACKBONE,),
+    )
+    pattern: str = option(
+        "", help="a run folder or pattern file found on the backbone", metavar="RUN", required=True
+    )
+    head: str = option(_D.head, help="what is trained (default {default})", choices=HEADS)
+    epochs: int = option(_D.epochs, help="training epochs (default {default})")
+    lr: float = option(_D.lr, help="Adam learning rate (default {default})")
+    batch_size: int = option(_D.batch_size, help="images per step (default {default})")
+    holdout: float = option(0.3, help="share of each task class held out (default {default})")
+    own_steps: int = option(100, help="steps of the downstream model's own pattern search (0: skip)")
+    finetuned: str | None = option(
+        None, help="a fine-tuned downstream state dict to load instead of training", metavar="FILE"
+    )
+    seed: int = option(_D.seed, help="seed (default {default})")
+    overwrite: bool = option(False, help="replace a downstream run already in --out")
+
+
+@dataclass
+class DownstreamSummary:
+    """A finished downstream run: its folder, the fooling ratios and everything in ``downstream.json``."""
+
+    out: Path
+    result: DownstreamResult
+    payload: dict[str, Any]
+
+
+def downstream_run(
+    opts: DownstreamOptions, *, progress: bool = True, log: Callable[[str], None] = print
+) -> DownstreamSummary:
+    """Run ``patternscope downstream`` end to end (see the module docstring) and write ``opts.out``."""
+    config = config_from(DownstreamConfig, opts)
+    if not 0 < opts.holdout < 1:
+        raise PatternError(f"--holdout must be between 0 and 1, got {opts.holdout}")
+    if opts.own_steps < 0:
+        raise PatternError(
+            f"--own-steps must be >= 0 (0 skips the downstream model's own pattern), got {opts.own_steps}"
+        )
+    if not opts.pattern:
+        raise PatternError("--pattern is required: a run folder or pattern file found on the backbone")
+    pattern = Pattern.load(opts.pattern)
+    if opts.finetuned is not None and not Path(opts.finetuned).is_file():
+        raise DataError(f"--finetuned {opts.finetuned!r} does not exist")
+    out = prepare_run_dir(
+        opts.out, resume=False, overwrite=opts.overwrite, files=COMMAND.files, stale=COMMAND.stale, resumable=False
+    )
+    device = resolve_device(opts.device)
+    backbone = load_options_model(opts, device, parse_model_kwargs(opts.model_kwargs))
+    if tuple(pattern.shape) != tuple(backbone.input_size):
+        raise PatternError(
+            f"the pattern is {tuple(pattern.shape)} but the backbone takes {backbone.input_size}; "
+            "give a pattern found on this backbone"
+        )
+    data = open_labelled(opts.task_data, backbone.input_size)
+    classes = int(data.labels.max()) + 1
+    train_idx, test_idx = stratified_split(data.labels, opts.holdout, opts.seed)
+    x, y = data.images[train_idx], data.labels[train_idx]
+    xt, yt = data.images[test_idx], data.labels[test_idx]
+    if len(x) < config.batch_size:
+        raise DataError(f"--batch-size {config.batch_size} is larger than the {len(x)} training images of the task")
+    log(
+        f"backbone {backbone.spec} on {device}; task: {data.description}, {classes} classes, "
+        f"{len(x)} train / {len(xt)} test"
+    )
+    downstream = build_downstream(backbone, classes, config)
+    if opts.finetuned is not None:
+        state = load_state_dict_file(opts.finetuned, trust_pickle=opts.trust_pickle)
+        try:
+            downstream.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise DataError(
+                f"--finetuned {opts.finetuned!r} does not fit the backbone with a {classes}-class head ({exc})"
+            ) from None
+        train = TrainReport(accuracy(downstream, x, y), accuracy(downstream, xt, yt), 0.0)
+    else:
+        train = train_downstream(downstream, x, y, xt, yt, config, progress=progress)
+    log(f"downstream model: train accuracy {train.train_accuracy:.3f}, test accuracy {train.test_accuracy:.3f}")
+    own = None
+    if opts.own_steps > 0:
+        found = find_pattern(
+            downstream,
+            x,
+            method="dominant",
+            eps=pattern.eps,
+            norm=pattern.norm,
+            steps=opts.own_steps,
+            seed=opts.seed,
+            progress=progress,
+        )
+        own = found.pattern
+        own.save(out / "own")
+    result = measure_downstream(downstream, pattern, xt, yt, own=own, seed=opts.seed)
+    from safetensors.torch import save_file
+
+    write_atomic(
+        out / "downstream_model.safetensors",
+        lambda tmp: save_file({k: v.contiguous().cpu() for k, v in downstream.net.state_dict().items()}, str(tmp)),
+    )
+    labels = ["backbone's pattern\n(unchanged)", "random ±ε", "random uniform"]
+    values = [result.transferred, result.random_sign, result.random_uniform]
+    if result.own is not None:
+        labels.append("searched on the\ndownstream model")
+        values.append(result.own)
+    figures.value_bars(
+        out / "downstream.png",
+        labels,
+        values,
+        f"Fooling ratio on the downstream model ({config.head} head, {len(xt)} held-out task images)",
+        "fooling ratio (share of predictions changed)",
+    )
+    payload = {
+        "patternscope_version": __version__,
+        "backbone": backbone.describe(),
+        "pattern": {"path": str(opts.pattern), **{k: pattern.meta.get(k) for k in ("method", "model", "steps")}},
+        "eps": pattern.eps,
+        "task": {"data": data.description, "classes": classes, "train_images": len(x), "test_images": len(xt)},
+        "config": asdict(config),
+        "finetuned": opts.finetuned,
+        "training": asdict(train),
+        "result": result.to_dict(),
+        "own_steps": opts.own_steps,
+    }
+    write_json(out / "downstream.json", payload)
+    write_run_config(out, COMMAND.name, opts)
+    return DownstreamSummary(out, result, payload)
+
+
+def format_downstream(summary: DownstreamSummary) -> str:
+    r = summary.result
+    t = summary.payload["training"]
+    lines = [
+        f"downstream model accuracy     {r.accuracy_clean:.3f} clean, {r.accuracy_transferred:.3f} with the pattern "
+        f"(train {t['train_accuracy']:.3f})",
+        f"fooling ratio, backbone's pattern  {r.transferred:.3f}",
+        f"fooling ratio, random ±eps         {r.random_sign:.3f}   (uniform {r.random_uniform:.3f})",
+    ]
+    if r.own is not None:
+        lines.append(f"fooling ratio, own pattern         {r.own:.3f}   (searched on the downstream model)")
+    lines.append(f"images: {r.n_images} held-out task images; folder: {summary.out}")
+    return "\n".join(lines)
+
+
+COMMAND = Command(
+    name="downstream",
+    summary="does a backbone's pattern fool a model fine-tuned from it on another task?",
+    description="Freeze the backbone (--model), train a new head on labelled task images (or load a fine-tuned "
+    "downstream model), then measure the backbone's unchanged pattern on it, next to random noise of the same "
+    "budget and a pattern searched on the downstream model itself. Writes downstream.json, downstream.png, "
+    "downstream_model.safetensors and own/ into --out.",
+    options=DownstreamOptions,
+    run=downstream_run,
+    text=format_downstream,
+    json=indented_json(lambda summary: summary.payload),
+    report=downstream_report.build,
+    result_file="downstream.json",
+    files=("downstream.json", "downstream_model.safetensors", "downstream.png", "config.json"),
+    stale=("own",),
+)

@@ -1,0 +1,253 @@
+"""``patternscope find dominant``: options -> model and data -> search -> pattern -> metrics -> a run folder.
+
+A run folder holds ``config.json`` (the resolved options), ``checkpoint.pt`` (while and after the
+search; ``--resume`` continues from it), ``pattern.safetensors`` / ``pattern.json`` / ``pattern.png``,
+``metrics.json``, ``history.json``, ``examples.png`` and ``loss.png``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..core import distributed
+from ..core.atomic import write_json
+from ..core.configs import config_from
+from ..core.models import resolve_device
+from ..core.patterns import parse_eps
+from ..data.image_set import ImageSet
+from ..data.photos import BUNDLED_NAMES
+from ..data.proxies import PROXY_NAMES
+from ..data.sources import disjoint_eval_set, open_images, training_sources
+from ..data.stream import BatchStream
+from ..errors import PatternError, RunDirError
+from ..methods import DominantConfig, find_pattern
+from ..report import dominant as dominant_report
+from ..report import figures
+from .command import Command, indented_json
+from .evaluate import RunSummary, evaluate_into, format_evaluation
+from .folders import prepare_run_dir, write_run_config
+from .options import (
+    DATA_HELP,
+    EVAL_VIEWS,
+    ModelOptions,
+    OutputFolder,
+    load_options_model,
+    option,
+    parse_crop_scale,
+    parse_model_kwargs,
+)
+
+RUN_FILES = (
+    "config.json",
+    "checkpoint.pt",
+    "pattern.safetensors",
+    "pattern.json",
+    "pattern.png",
+    "metrics.json",
+    "history.json",
+    "examples.png",
+    "loss.png",
+)
+DEFAULT_DATA = ("photos", "jigsaw")
+DEFAULT_EVAL = "photos-eval"
+_DOM = DominantConfig()
+
+
+@dataclass
+class FindOptions(ModelOptions, OutputFolder):
+    """Every option of ``patternscope find dominant`` (also the run's ``config.json``); the method's
+    settings default to :class:`~patternscope.methods.dominant.DominantConfig`'s (the paper's)."""
+
+    out: str = option("runs/dominant", help="run folder to write (created if missing)", metavar="DIR", required=True)
+    data: list[str] = option(
+        factory=lambda: list(DEFAULT_DATA),
+        help=f"search data, repeatable to mix sources: {DATA_HELP} (default: photos and jigsaw)",
+        metavar="SOURCE",
+        repeat=True,
+        cli_default=None,
+    )
+    eval_data: str | None = option(
+        None,
+        help="held-out evaluation images (default: photos-eval, or a split of your --data folder)",
+        metavar="SOURCE",
+    )
+    holdout: float = option(
+        0.2, help="share of the --data folder held out for evaluation when --eval-data is not given ({default})"
+    )
+    crop_scale: str | None = option(
+        None,
+        help="zoom augmentation for image sources: each crop covers MIN..MAX of the image area (e.g. 0.1,1); "
+        "default: the paper's fixed-scale crops",
+        metavar="MIN,MAX",
+    )
+    eval_views: int = option(
+        1,
+        help="evaluation crops per image: 1 centre, 2 +mirror, 5 centre+corners, 10 both (default {default})",
+        choices=EVAL_VIEWS,
+    )
+    eps: str = option("10/255", help="L-inf budget in [0,1] pixel units (default {default})")
+    norm: str = option(_DOM.norm, help="budget norm (default {default})", choices=("linf", "l2"))
+    steps: int = option(_DOM.steps, help="search steps (default {default})")
+    batch_size: int = option(_DOM.batch_size, help="images per step (default {default})")
+    lr: float = option(_DOM.lr, help="Adam learning rate (default {default:g})")
+    weight_decay: float = option(_DOM.weight_decay, help="Adam weight decay (default {default:g})")
+    layer: str = option(
+        _DOM.layer,
+        help="feature layer g: logits (default), a layer name, or NAME:in for a layer's input "
+        "(list names with `patternscope models --layers SPEC`)",
+    )
+    loss: str = option(_DOM.loss, help="1 - cosine (default) or KL", choices=("cos", "kl"))
+    clip_during_search: bool = option(
+        _DOM.clip_during_search,
+        help="clip x+δ to [0,1] during the search (the paper does not; evaluation always clips)",
+    )
+    keep: str = option(_DOM.keep, help="save the last δ (default) or the best window's δ", choices=("last", "best"))
+    patience: int | None = option(
+        _DOM.patience,
+        help=f"stop early after this many {_DOM.window}-step windows without improvement (default: never)",
+    )
+    seed: int = option(_DOM.seed, help="seed for batches and augmentation (default {default})")
+    amp: str = option("off", help="mixed precision (default {default})", choices=("off", "bf16", "fp16"))
+    channels_last: bool = option(False, help="NHWC memory layout (faster convolutions on GPUs)")
+    checkpoint_every: int = option(25, help="steps between checkpoints (default {default})")
+    resume: bool = option(False, help="continue the run in --out from its checkpoint")
+    overwrite: bool = option(False, help="replace a run already in --out")
+    eval_batch_size: int = 64
+
+    def dominant_config(self) -> DominantConfig:
+        """The validated method settings (budget parsed, crop scale and amp converted)."""
+        config = config_from(
+            DominantConfig,
+            self,
+            eps=parse_eps(self.eps, self.norm),
+            crop_scale=parse_crop_scale(self.crop_scale),
+            amp=False if self.amp == "off" else self.amp,
+        )
+        return config.validate()
+
+
+def resolve_data(
+    data: list[str], eval_data: str | None, holdout: float = 0.2, seed: int = 0
+) -> tuple[list[ImageSet | str], ImageSet]:
+    """Search sources and a disjoint evaluation set for ``--data`` / ``--eval-data``.
+
+    Without ``eval_data``: the bundled ``photos-eval`` when the search data are bundled or generated,
+    else a ``holdout`` share of the first image folder.
+    """
+    train = training_sources(data)
+    if eval_data is not None:
+        evaluation = open_images(eval_data)
+    else:
+        image_sets = [s for s in train if isinstance(s, ImageSet)]
+        only_bundled = all(str(s) in BUNDLED_NAMES + PROXY_NAMES for s in data)
+        if only_bundled or not image_sets:
+            evaluation = open_images(DEFAULT_EVAL)
+        else:  # hold part of the user's first image set out for evaluation
+            evaluation = image_sets[0]
+    return disjoint_eval_set(train, evaluation, holdout=holdout, seed=seed)
+
+
+def find_dominant_run(
+    opts: FindOptions, *, progress: bool = True, log: Callable[[str], None] = print
+) -> RunSummary | None:
+    """Run ``patternscope find dominant`` end to end and write the run folder ``opts.out``.
+
+    Under torchrun the search is data-parallel (see :mod:`patternscope.core.distributed`); rank 0 writes the
+    run folder and evaluates, the other ranks return None. A multi-node run resumes from the checkpoint
+    in ``--out``, which every node must see (a shared file system).
+    """
+    ctx, device_name = distributed.init(opts.device)
+    if ctx.active:
+        opts = replace(opts, device=device_name)
+        log = log if ctx.is_main else (lambda _msg: None)
+        progress = progress and ctx.is_main
+    config = opts.dominant_config()  # validate budget and settings before anything slow
+    if opts.eval_views not in (1, 2, 5, 10):
+        raise PatternError(f"--eval-views must be 1, 2, 5 or 10, got {opts.eval_views}")
+    if ctx.active and opts.batch_size < ctx.world_size:
+        raise PatternError(
+            f"--batch-size {opts.batch_size} cannot be split over {ctx.world_size} processes; "
+            f"use at least {ctx.world_size}"
+        )
+    model_kwargs = parse_model_kwargs(opts.model_kwargs)
+
+    def check_folder() -> None:
+        prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite, files=RUN_FILES)
+        if opts.resume and (Path(opts.out) / "config.json").exists():
+            _check_same_options(Path(opts.out) / "config.json", opts)
+
+    distributed.on_main(check_folder, ctx)
+    out = Path(opts.out)
+    device = resolve_device(opts.device)
+    model = load_options_model(opts, device, model_kwargs)
+    model.check_layer(opts.layer)
+    train, evaluation = resolve_data(opts.data, opts.eval_data, opts.holdout, opts.seed)
+    if ctx.is_main:
+        write_run_config(out, COMMAND.name, opts)
+    parallel = f"; data-parallel over {ctx.world_size} processes ({ctx.backend})" if ctx.active else ""
+    log(
+        f"model {model.spec} on {device}; search data: {' + '.join(describe_source(s) for s in train)}; "
+        f"evaluation: {evaluation.description}{parallel}"
+    )
+    stream = BatchStream(train, model.input_size, seed=opts.seed, crop_scale=config.crop_scale)
+    outcome = distributed.run_everywhere(
+        lambda: find_pattern(
+            model,
+            stream,
+            config,
+            method="dominant",
+            checkpoint=out / "checkpoint.pt",
+            checkpoint_every=opts.checkpoint_every,
+            resume=opts.resume,
+            progress=progress,
+        ),
+        ctx,
+    )
+    if not ctx.is_main:
+        return None
+    pattern = outcome.pattern
+    pattern.meta.update({"eval_data": evaluation.description, "device": str(device), "processes": ctx.world_size})
+    pattern.save(out, extra_tensors={"delta_best": outcome.best.delta})
+    write_json(out / "history.json", {"loss": outcome.result.history, "best_step": outcome.result.best_step})
+    figures.loss_curve(out / "loss.png", outcome.result.history, f"dominant pattern search loss ({config.loss})")
+    summary = evaluate_into(
+        out, model, pattern, evaluation, opts.eval_views, opts.eval_batch_size, opts.seed, outcome.result.summary()
+    )
+    return summary
+
+
+def describe_source(source: ImageSet | str) -> str:
+    return source if isinstance(source, str) else source.description
+
+
+def _check_same_options(path: Path, opts: FindOptions) -> None:
+    try:
+        saved = json.loads(path.read_text())["options"]
+    except (OSError, ValueError, KeyError):
+        return
+    ignore = {"resume", "overwrite", "steps", "device", "eval_views", "eval_batch_size", "out", "checkpoint_every"}
+    ignore |= {"channels_last"}  # layout only: the same search
+    now = asdict(opts)
+    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in ignore and saved.get(k) != v}
+    if diff:
+        detail = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
+        raise RunDirError(f"--resume with other options than the run in {str(path.parent)!r} ({detail})")
+
+
+COMMAND = Command(
+    name="find dominant",
+    summary="dominant pattern (Ye et al. 2021): a universal, label-free perturbation",
+    description="Search a dominant pattern: a small universal δ such that f(x+δ) is decided by δ. "
+    "Writes pattern.safetensors/.json/.png, metrics.json, examples.png into --out.",
+    options=FindOptions,
+    run=find_dominant_run,
+    text=lambda summary: f"{format_evaluation(summary.evaluation)}\nrun folder: {summary.out}",
+    json=indented_json(lambda summary: summary.headline()),
+    report=dominant_report.build,
+    result_file="metrics.json",
+    files=RUN_FILES,
+    torchrun="data-parallel",
+)

@@ -1,0 +1,235 @@
+"""`patternscope find classwise` and `patternscope scan` end to end, on a user model class with a
+safetensors state dict and an ImageFolder tree of RGB 32x32 PNGs (the model takes 1 x 16 x 16)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from patternscope.cli import EXIT_OK, EXIT_USER, main
+from patternscope.core.patterns import ClasswisePattern
+
+SPEC = "patternscope.kit.nets:SmallCNN"
+KWARGS = '{"size": 16}'
+
+
+def _save_weights(net, path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def rgb_tree(digit_data, tmp_path_factory):
+    """Clean test digits as 32x32 RGB PNGs, one folder per class (named by index)."""
+    root = tmp_path_factory.mktemp("rgb-tree")
+    for i, (img, label) in enumerate(zip(digit_data.test_x, digit_data.test_y, strict=True)):
+        grey = Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8), mode="L").resize((32, 32))
+        folder = root / str(int(label))
+        folder.mkdir(exist_ok=True)
+        grey.convert("RGB").save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(backdoored, clean_small, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("w")
+    return {
+        "backdoored": _save_weights(backdoored.net, folder / "bd.safetensors"),
+        "clean": _save_weights(clean_small.net, folder / "clean.safetensors"),
+    }
+
+
+def _model_args(weights_file):
+    return ["--model", SPEC, "--weights", str(weights_file), "--model-kwargs", KWARGS, "--device", "cpu"]
+
+
+@pytest.mark.slow
+def test_scan_cli_flags_the_backdoor_and_saves_the_trigger(tmp_path, weights, rgb_tree, backdoored, capsys):
+    out = tmp_path / "scan"
+    code = main(
+        [
+            "scan",
+            "--out",
+            str(out),
+            "--data",
+            str(rgb_tree),
+            "--steps",
+            "200",
+            "--json",
+            *_model_args(weights["backdoored"]),
+        ]
+    )
+    assert code == EXIT_OK
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["flagged"] == [backdoored.target] and payload["backdoored"] is True
+    assert len(payload["classes"]) == 10 and payload["classes"][backdoored.target]["flagged"]
+    for name in ("scan.json", "scan.txt", "gallery.png", "config.json", f"trigger_class{backdoored.target}.png"):
+        assert (out / name).is_file(), name
+    trigger = ClasswisePattern.load(out / "classes" / f"{backdoored.target:03d}")
+    data = backdoored.data
+    keep = data.train_y != backdoored.target
+    hit = (backdoored.model(trigger.stamp(data.train_x[keep])).argmax(1) == backdoored.target).float().mean()
+    assert float(hit) > 0.9
+    # a second run into the same folder needs --resume (finished classes are kept) or --overwrite
+    assert main(["scan", "--out", str(out), "--data", str(rgb_tree), *_model_args(weights["backdoored"])]) == EXIT_USER
+    assert "--resume" in capsys.readouterr().err
+    # --overwrite with a clean model: the old trigger image must not survive the new verdict
+    args = ["scan", "--out", str(out), "--data", str(rgb_tree), "--steps", "200", "--overwrite", "--quiet"]
+    assert main([*args, *_model_args(weights["clean"])]) == EXIT_OK
+    assert not list(out.glob("trigger_class*.png"))
+    assert json.loads((out / "scan.json").read_text())["flagged"] == []
+
+
+@pytest.mark.slow
+def test_scan_cli_clean_model_verdict(tmp_path, weights, rgb_tree, capsys):
+    code = main(
+        [
+            "scan",
+            "--out",
+            str(tmp_path / "s"),
+            "--data",
+            str(rgb_tree),
+            "--steps",
+            "200",
+            *_model_args(weights["clean"]),
+        ]
+    )
+    assert code == EXIT_OK
+    text = capsys.readouterr().out
+    assert "verdict: no backdoor found" in text
+    assert json.loads((tmp_path / "s" / "scan.json").read_text())["flagged"] == []
+
+
+def test_find_classwise_one_class(tmp_path, weights, rgb_tree, capsys):
+    out = tmp_path / "cw"
+    args = [
+        "find",
+        "classwise",
+        "--out",
+        str(out),
+        "--data",
+        str(rgb_tree),
+        "--class",
+        "2",
+        "--steps",
+        "300",
+        "--batch-size",
+        "16",
+        "--top-k",
+        "0.15",
+        *_model_args(weights["clean"]),
+    ]
+    assert main(args) == EXIT_OK
+    summary = json.loads((out / "classwise.json").read_text())
+    row = summary["classes"][0]
+    assert row["target"] == 2 and row["k"] == 38
+    assert row["success"] > row["clean_rate"] + 0.3
+    assert set(row["per_source_class"]) == {f"class {c}" for c in range(10) if c != 2}
+    for name in ("pattern.safetensors", "pattern.png", "examples.png", "canvas_mask.png", "loss.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_find_classwise_all_classes_gallery(tmp_path, weights, rgb_tree):
+    out = tmp_path / "all"
+    args = [
+        "find",
+        "classwise",
+        "--out",
+        str(out),
+        "--data",
+        str(rgb_tree),
+        "--all-classes",
+        "--steps",
+        "40",
+        "--quiet",
+        *_model_args(weights["clean"]),
+    ]
+    assert main(args) == EXIT_OK
+    assert (out / "gallery.png").is_file()
+    assert sorted(p.name for p in (out / "classes").iterdir()) == [f"{c:03d}" for c in range(10)]
+    # resume keeps every finished class
+    assert main([*args, "--resume"]) == EXIT_OK
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--class", "12"], "out of range"),
+        (["--class", "1", "--top-k", "0"], "top_k"),
+        (["--class", "1", "--alpha", "2"], "alpha"),
+    ],
+)
+def test_find_classwise_user_errors(tmp_path, weights, rgb_tree, capsys, extra, message):
+    args = [
+        "find",
+        "classwise",
+        "--out",
+        str(tmp_path / "x"),
+        "--data",
+        str(rgb_tree),
+        *extra,
+        *_model_args(weights["clean"]),
+    ]
+    assert main(args) == EXIT_USER
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_scan_needs_labelled_folders(tmp_path, weights, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("L", (16, 16)).save(flat / "a.png")
+    Image.new("L", (16, 16)).save(flat / "b.png")
+    assert (
+        main(["scan", "--out", str(tmp_path / "s"), "--data", str(flat), *_model_args(weights["clean"])]) == EXIT_USER
+    )
+    assert "class labels" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "scan.json").exists()
+
+
+@pytest.mark.slow
+def test_scan_cli_runs_neural_cleanse_beside_it(tmp_path, weights, rgb_tree, capsys):
+    args = [
+        "scan",
+        "--out",
+        str(tmp_path / "nc"),
+        "--data",
+        str(rgb_tree),
+        "--steps",
+        "100",
+        "--classes",
+        "2,3,4,5",
+        "--neural-cleanse",
+        "--nc-seeds",
+        "1",
+        "--nc-max-epochs",
+        "6",
+        "--json",
+        *_model_args(weights["backdoored"]),
+    ]
+    assert main(args) == EXIT_OK
+    payload = json.loads(capsys.readouterr().out)
+    nc = payload["neural_cleanse"]
+    assert [r["target"] for r in payload["classes"]] == [2, 3, 4, 5]
+    assert len(nc["l1"]) == 4 and nc["config"]["seeds"] == 1 and nc["seconds"] > 0
+    bad = [
+        "scan",
+        "--out",
+        str(tmp_path / "nc2"),
+        "--data",
+        str(rgb_tree),
+        "--neural-cleanse",
+        "--nc-seeds",
+        "0",
+        *_model_args(weights["backdoored"]),
+    ]
+    assert main(bad) == EXIT_USER
+    assert "seeds must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "nc2").exists()  # refused before anything was written

@@ -1,0 +1,95 @@
+"""Every command's options, defaults and help as released: the parser is derived from the command registry,
+so this snapshot (taken from 0.1.0's hand-written parser before the registry replaced it) guards every flag,
+default, type, choice and help text, and so every config.toml a run writes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from patternscope.cli import build_parser
+
+SNAPSHOT = Path(__file__).parent / "cli_snapshot.json"
+# deliberate changes since the snapshot, each with its reason
+CHANGED_HELP = {
+    "report": "its description listed 5 of the 7 kinds of run folder; it now names them from the registry",
+}
+
+
+def describe(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Every (sub-)command's actions (options, dest, default, type, choices, ...) and its help text."""
+    out: dict[str, dict] = {}
+    actions = []
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sub in a.choices.items():
+                out.update(describe(sub, (*words, name)))
+            continue
+        default = a.default
+        try:
+            json.dumps(default)
+        except TypeError:
+            default = repr(default)
+        actions.append(
+            {
+                "options": list(a.option_strings),
+                "dest": a.dest,
+                "action": type(a).__name__,
+                "default": default,
+                "nargs": a.nargs,
+                "const": a.const if not callable(a.const) else repr(a.const),
+                "choices": list(a.choices) if a.choices is not None else None,
+                "required": a.required,
+                "type": getattr(a.type, "__name__", repr(a.type)) if a.type is not None else None,
+                "metavar": a.metavar,
+                "help": a.help,
+            }
+        )
+    groups = [[a.dest for a in g._group_actions] for g in parser._mutually_exclusive_groups]
+    out[" ".join(words) or "(top)"] = {"actions": actions, "exclusive": groups, "help_text": parser.format_help()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def now(monkeypatch_module):
+    return describe(build_parser())
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLUMNS", "100")  # argparse wraps help at the terminal width
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def released():
+    return json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+
+
+def test_the_same_commands(now, released):
+    assert list(now) == list(released)
+
+
+def test_every_option_and_default_is_as_released(now, released):
+    for command, then in released.items():
+        assert now[command]["actions"] == then["actions"], command
+        assert now[command]["exclusive"] == then["exclusive"], command
+
+
+def test_every_help_text_is_as_released(now, released):
+    for command, then in released.items():
+        if command in CHANGED_HELP:
+            assert now[command]["help_text"] != then["help_text"], f"{command}: drop it from CHANGED_HELP"
+            continue
+        assert now[command]["help_text"] == then["help_text"], command
+
+
+def test_report_names_every_kind_of_run_folder(now):
+    text = " ".join(now["report"]["help_text"].split())
+    for name in ("find dominant", "find classwise", "scan", "evaluate --out", "compare", "transfer --out"):
+        assert name in text
+    assert "downstream or harden" in text

@@ -1,0 +1,91 @@
+"""Patterns: budgets, projection, apply, save/load round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from patternscope.core.patterns import Pattern, parse_eps, project
+from patternscope.errors import PatternError
+
+
+def test_parse_eps_accepts_fractions_and_refuses_mistakes():
+    assert parse_eps("10/255") == pytest.approx(10 / 255)
+    assert parse_eps("0.0392") == pytest.approx(0.0392)
+    assert parse_eps(8, "l2") == 8.0
+    with pytest.raises(PatternError, match=r"10/255"):
+        parse_eps("10")
+    with pytest.raises(PatternError, match="positive"):
+        parse_eps("0")
+    with pytest.raises(PatternError, match="positive"):
+        parse_eps("-0.1")
+    with pytest.raises(PatternError, match="cannot read"):
+        parse_eps("ten")
+    with pytest.raises(PatternError, match="norm"):
+        parse_eps("0.1", "l1")
+
+
+def test_projection_linf_and_l2():
+    d = torch.tensor([[[0.5, -0.5], [0.01, -0.2]]])
+    assert torch.equal(project(d.clone(), 0.1), torch.tensor([[[0.1, -0.1], [0.01, -0.1]]]))
+    big = torch.full((3, 4, 4), 1.0)
+    out = project(big.clone(), 2.0, "l2")
+    assert out.norm().item() == pytest.approx(2.0, rel=1e-6)
+    small = torch.full((3, 4, 4), 0.01)
+    assert torch.equal(project(small.clone(), 2.0, "l2"), small)
+
+
+def test_apply_clips_to_valid_images():
+    p = Pattern(torch.full((1, 2, 2), 0.3), eps=0.3)
+    x = torch.tensor([[[[0.9, 0.1], [0.5, 0.0]]]])
+    assert torch.allclose(p.apply(x), torch.tensor([[[[1.0, 0.4], [0.8, 0.3]]]]))
+    with pytest.raises(PatternError, match="another input size"):
+        p.apply(torch.zeros(1, 3, 2, 2))
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    delta = (torch.rand(3, 8, 8, generator=gen) * 2 - 1) * 0.04
+    p = Pattern(delta, eps=0.04, meta={"method": "dominant", "model": "toy", "steps": 3, "seed": 1})
+    p.save(tmp_path, extra_tensors={"delta_best": delta * 0.5})
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["pattern.json", "pattern.png", "pattern.safetensors"]
+    q = Pattern.load(tmp_path)
+    assert torch.equal(q.delta, p.delta)
+    assert q.eps == p.eps and q.norm == "linf"
+    assert q.meta["method"] == "dominant" and q.meta["seed"] == 1 and "patternscope_version" in q.meta
+    meta = json.loads((tmp_path / "pattern.json").read_text())
+    assert meta["eps"] == 0.04 and meta["shape"] == [3, 8, 8]
+    # the PNG is the rescaled pattern, upscaled to be visible
+    from PIL import Image
+
+    with Image.open(tmp_path / "pattern.png") as im:
+        assert min(im.size) >= 224
+
+
+def test_load_refuses_bad_files(tmp_path):
+    with pytest.raises(PatternError, match="no pattern"):
+        Pattern.load(tmp_path / "missing")
+    bad = tmp_path / "pattern.safetensors"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(PatternError, match="not a readable pattern"):
+        Pattern.load(bad)
+
+
+def test_check_fits_names_the_problem():
+    p = Pattern(torch.zeros(3, 224, 224), eps=0.1, meta={"model": "efficientnet_lite0"})
+    p.check_fits((3, 224, 224))
+    with pytest.raises(PatternError, match="efficientnet_lite0"):
+        p.check_fits((1, 16, 16))
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    Pattern(torch.zeros(1, 4, 4), eps=0.1).save(tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = stat.S_IMODE((tmp_path / "pattern.json").stat().st_mode)
+    assert mode == 0o666 & ~mask

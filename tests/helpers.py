@@ -1,0 +1,38 @@
+"""What several test modules share: the tiny test model's spec string and a headless browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+TINY_SPEC = f"{Path(__file__).parent / 'tiny_models.py'}:TinyCNN"
+
+
+def headless_browser():
+    """A headless Chromium driven by selenium (skipped without it, except under CI, where it must exist)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        webdriver = Service = None
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if webdriver is None or chromium is None or driver is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs selenium and Debian's chromium + chromium-driver (.ci/run installs them)")
+        pytest.skip("headless Chromium not installed: apt-get install chromium chromium-driver; pip install selenium")
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1600",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)

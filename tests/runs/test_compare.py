@@ -1,0 +1,177 @@
+"""`compare` and `transfer` on the tiny digits CNN: every method in the table, equal budgets, loud failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from helpers import TINY_SPEC
+
+from patternscope import METHODS
+from patternscope.cli import main
+from patternscope.runs.compare import CompareOptions, MethodFailed, compare_methods
+from patternscope.runs.transfer import TransferOptions, transfer_run
+
+BUDGET = 2000
+
+
+def _options(out, tiny_weights, digit_folders, **kw):
+    return CompareOptions(
+        out=str(out),
+        model=TINY_SPEC,
+        weights=str(tiny_weights),
+        data=[str(digit_folders["train"])],
+        eval_data=str(digit_folders["test"]),
+        eps="0.2",
+        budget=BUDGET,
+        device="cpu",
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_weights, digit_folders, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    return compare_methods(_options(out, tiny_weights, digit_folders), progress=False, log=lambda _m: None)
+
+
+def test_table_has_every_method_with_equal_budget(comparison):
+    rows = {r.method: r for r in comparison.rows}
+    assert list(rows) == list(METHODS)
+    for r in comparison.rows:
+        assert r.error is None
+        assert 0 <= r.fooling_ratio <= 1
+        if r.method != "uap":  # fixed cost per step: within one step of the budget, never over
+            assert BUDGET * 0.9 < r.passes <= BUDGET + 1e-6, r
+    assert rows["fff"].data == "none" and rows["fff"].setting == "data-free"
+    assert rows["dominant"].setting == "label-free" and rows["dominant"].data.endswith("train")
+    # the found patterns beat random noise clearly on held-out digits
+    assert rows["dominant"].fooling_ratio > 3 * max(comparison.random_sign, 0.03)
+    assert rows["sgd-uap"].fooling_ratio > 3 * max(comparison.random_sign, 0.03)
+
+
+def test_outputs_are_written(comparison):
+    out = comparison.out
+    saved = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in saved["rows"]] == list(METHODS)
+    assert saved["budget_passes"] == BUDGET and saved["n_images"] == 120
+    assert (out / "compare.png").stat().st_size > 1000
+    for method in METHODS:
+        assert (out / method / "pattern.safetensors").exists()
+        assert (out / method / "metrics.json").exists()
+
+
+def test_resume_keeps_finished_methods(comparison, tiny_weights, digit_folders):
+    again = compare_methods(
+        _options(comparison.out, tiny_weights, digit_folders, resume=True), progress=False, log=lambda _m: None
+    )
+    assert [dataclasses.asdict(r) for r in again.rows] == [dataclasses.asdict(r) for r in comparison.rows]
+
+
+def test_a_failing_method_fails_loudly_and_keeps_the_others(tiny_weights, digit_folders, tmp_path, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("simulated crash inside the method")
+
+    monkeypatch.setitem(METHODS, "df-uap", dataclasses.replace(METHODS["df-uap"], objective=broken))
+    opts = _options(tmp_path, tiny_weights, digit_folders, methods=["dominant", "df-uap", "fff"])
+    with pytest.raises(MethodFailed, match="df-uap"):
+        compare_methods(opts, progress=False, log=lambda _m: None)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    by_method = {r["method"]: r for r in saved["rows"]}
+    assert set(by_method) == {"dominant", "df-uap", "fff"}
+    assert "simulated crash" in by_method["df-uap"]["error"]
+    assert by_method["dominant"]["fooling_ratio"] is not None and by_method["fff"]["error"] is None
+    assert "RuntimeError" in (tmp_path / "df-uap" / "error.txt").read_text()
+
+
+def test_cli_exit_codes(tiny_weights, digit_folders, tmp_path, capsys, monkeypatch):
+    base = [
+        "compare",
+        "--model",
+        TINY_SPEC,
+        "--weights",
+        str(tiny_weights),
+        "--data",
+        str(digit_folders["train"]),
+        "--eval-data",
+        str(digit_folders["test"]),
+        "--eps",
+        "0.2",
+        "--device",
+        "cpu",
+    ]
+    assert (
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "a"),
+                "--methods",
+                "dominant,sgd-uap",
+                "--budget",
+                "300",
+                "--set",
+                "sgd-uap.beta=9",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in result["rows"]] == ["dominant", "sgd-uap"]
+    assert result["rows"][1]["settings"]["beta"] == 9
+    # user mistakes: exit 2 with the problem named, before any search
+    for extra, message in [
+        (["--methods", "dominant,nope"], "unknown method 'nope'"),
+        (["--set", "sgd-uap.beta"], "METHOD.KEY=VALUE"),
+        (["--set", "sgd-uap.betta=3"], "no setting betta"),
+        (["--budget", "5"], "less than one step"),
+    ]:
+        assert main([*base, "--out", str(tmp_path / "b"), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "b" / "compare.json").exists()
+    # a crashing method: exit 1, named
+    monkeypatch.setitem(METHODS, "fff", dataclasses.replace(METHODS["fff"], objective=lambda *a: 1 / 0))
+    assert main([*base, "--out", str(tmp_path / "c"), "--methods", "fff", "--budget", "50", "--quiet"]) == 1
+    assert "fff failed" in capsys.readouterr().err
+
+
+def test_transfer_matrix_matches_the_comparison(comparison, tiny_weights, digit_folders, tmp_path):
+    runs = [str(comparison.out / "dominant"), str(comparison.out / "sgd-uap")]
+    result = transfer_run(
+        TransferOptions(
+            patterns=runs,
+            models=[f"{TINY_SPEC}@{tiny_weights}"],
+            data=str(digit_folders["test"]),
+            out=str(tmp_path),
+            device="cpu",
+        ),
+        log=lambda _m: None,
+    )
+    rows = {r.method: r for r in comparison.rows}
+    assert result.fooling[0][0] == pytest.approx(rows["dominant"].fooling_ratio)
+    assert result.fooling[1][0] == pytest.approx(rows["sgd-uap"].fooling_ratio)
+    assert result.random_sign[0] == pytest.approx(comparison.random_sign)
+    assert json.loads((tmp_path / "transfer.json").read_text())["fooling"] == result.fooling
+    assert (tmp_path / "transfer.png").stat().st_size > 1000
+
+
+def test_transfer_cli(comparison, tiny_weights, digit_folders, tmp_path, capsys):
+    code = main(
+        [
+            "transfer",
+            "--patterns",
+            str(comparison.out / "dominant"),
+            "--models",
+            f"{TINY_SPEC}@{tiny_weights}",
+            "--data",
+            str(digit_folders["test"]),
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
+    assert code == 0
+    assert len(json.loads(capsys.readouterr().out)["fooling"]) == 1
+    assert main(["transfer", "--patterns", str(tmp_path / "missing"), "--models", TINY_SPEC]) == 2
