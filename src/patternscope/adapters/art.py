@@ -1,8 +1,8 @@
 """Adapters to peer tools, so their reference implementations run side by side with ours.
 
 :func:`art_universal_perturbation` runs IBM ART's ``UniversalPerturbation`` (the numpy, one image at
-a time UAP many users know) on a patternscope :class:`~patternscope.models.Classifier` and returns a
-:class:`~patternscope.patterns.Pattern` that every patternscope metric accepts. Needs the ``peers``
+a time UAP many users know) on a patternscope :class:`~patternscope.core.classifier.Classifier` and returns a
+:class:`~patternscope.core.patterns.Pattern` that every patternscope metric accepts. Needs the ``peers``
 extra: ``pip install "patternscope[peers]"`` (adversarial-robustness-toolbox).
 """
 

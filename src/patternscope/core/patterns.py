@@ -27,6 +27,7 @@ from ..errors import PatternError
 from .atomic import atomic_path, write_json
 
 NORMS = ("linf", "l2")
+FORMAT = "patternscope.pattern/1"  # the metadata format of every pattern file
 
 
 def parse_eps(value: str | float, norm: str = "linf") -> float:
@@ -121,55 +122,71 @@ class Pattern:
 
     # -- persistence ---------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        meta = {
-            "format": "patternscope.pattern/1",
-            "kind": "additive",
-            "eps": self.eps,
-            "norm": self.norm,
-            "shape": list(self.shape),
-            "patternscope_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        meta.update(self.meta)
-        return meta
+        return {**_header("additive", self.shape, eps=self.eps, norm=self.norm), **self.meta}
 
     def save(self, folder: str | Path, extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
         """Write ``pattern.safetensors``, ``pattern.json`` and ``pattern.png`` into ``folder`` atomically."""
-        from safetensors.torch import save_file
-
-        out = Path(folder)
-        meta = self.metadata()
         tensors = {"delta": self.delta.contiguous().cpu()}
         for key, value in (extra_tensors or {}).items():
             tensors[key] = value.detach().float().contiguous().cpu()
-        with atomic_path(out / "pattern.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"patternscope": json.dumps(meta)})
-        write_json(out / "pattern.json", meta)
-        with atomic_path(out / "pattern.png") as tmp:
-            to_pil(self.visible(), min_side=224).save(tmp, format="PNG")
-        return out
+        return _write(Path(folder), "pattern", tensors, self.metadata(), self.visible())
 
     @classmethod
     def load(cls, path: str | Path) -> Pattern:
         """Load from a run folder or a ``.safetensors`` file written by :meth:`save`."""
-        from safetensors import SafetensorError, safe_open
-
-        p = Path(path)
-        if p.is_dir():
-            p = p / "pattern.safetensors"
-        if not p.is_file():
-            raise PatternError(f"no pattern at {str(path)!r} (expected a run folder or a pattern.safetensors file)")
-        try:
-            with safe_open(str(p), framework="pt") as fh:
-                meta = json.loads((fh.metadata() or {}).get("patternscope", "{}"))
-                delta = fh.get_tensor("delta")
-        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
-            raise PatternError(f"{str(p)!r} is not a readable pattern file ({exc})") from None
+        p, meta, tensors = _read(
+            path, ("delta",), "pattern", " (expected a run folder or a pattern.safetensors file)", "pattern file"
+        )
         if meta.get("kind", "additive") != "additive" or "eps" not in meta:
             raise PatternError(f"{str(p)!r} is not an additive patternscope pattern")
         known = {"format", "kind", "eps", "norm", "shape"}
         rest = {k: v for k, v in meta.items() if k not in known}
-        return cls(delta, float(meta["eps"]), meta.get("norm", "linf"), rest)
+        return cls(tensors["delta"], float(meta["eps"]), meta.get("norm", "linf"), rest)
+
+
+def _header(kind: str, shape: tuple[int, ...], **fields: Any) -> dict[str, Any]:
+    """The metadata every pattern file starts with: format, kind, the kind's ``fields``, shape, version, time."""
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        **fields,
+        "shape": list(shape),
+        "patternscope_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _write(out: Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], visible: torch.Tensor) -> Path:
+    """``NAME.safetensors`` (the tensors, ``meta`` embedded), ``NAME.json`` and ``NAME.png`` in ``out``, atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_path(out / f"{name}.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"patternscope": json.dumps(meta)})
+    write_json(out / f"{name}.json", meta)
+    with atomic_path(out / f"{name}.png") as tmp:
+        to_pil(visible, min_side=224).save(tmp, format="PNG")
+    return out
+
+
+def _read(
+    path: str | Path, names: tuple[str, ...], what: str, hint: str, file_kind: str
+) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    """(file, metadata, tensors ``names``) of the pattern file at ``path`` (a folder's
+    ``pattern.safetensors`` or a file), or a :class:`PatternError` naming ``what`` is missing or unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "pattern.safetensors"
+    if not p.is_file():
+        raise PatternError(f"no {what} at {str(path)!r}{hint}")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("patternscope", "{}"))
+            tensors = {k: fh.get_tensor(k) for k in names}
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise PatternError(f"{str(p)!r} is not a readable {file_kind} ({exc})") from None
+    return p, meta, tensors
 
 
 def to_pil(image: torch.Tensor, min_side: int = 0) -> Image.Image:
@@ -242,47 +259,20 @@ class ClasswisePattern:
 
     def save(self, folder: str | Path, name: str = "pattern") -> Path:
         """Write ``NAME.safetensors``, ``NAME.json`` and ``NAME.png`` into ``folder`` atomically."""
-        from safetensors.torch import save_file
-
-        out = Path(folder)
-        meta = {
-            "format": "patternscope.pattern/1",
-            "kind": "classwise",
-            "target": self.target,
-            "k": self.k,
-            "shape": list(self.shape),
-            "patternscope_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            **self.meta,
-        }
+        meta = {**_header("classwise", self.shape, target=self.target, k=self.k), **self.meta}
         tensors = {
             "mask": self.mask.float().contiguous().cpu(),
             "colours": self.colours.float().contiguous().cpu(),
             "soft_mask": self.soft_mask.float().contiguous().cpu(),
         }
-        with atomic_path(out / f"{name}.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"patternscope": json.dumps(meta)})
-        write_json(out / f"{name}.json", meta)
-        with atomic_path(out / f"{name}.png") as tmp:
-            to_pil(self.visible(), min_side=224).save(tmp, format="PNG")
-        return out
+        return _write(Path(folder), name, tensors, meta, self.visible())
 
     @classmethod
     def load(cls, path: str | Path) -> ClasswisePattern:
         """Load from a folder holding ``pattern.safetensors`` or from a ``.safetensors`` file."""
-        from safetensors import SafetensorError, safe_open
-
-        p = Path(path)
-        if p.is_dir():
-            p = p / "pattern.safetensors"
-        if not p.is_file():
-            raise PatternError(f"no class-wise pattern at {str(path)!r}")
-        try:
-            with safe_open(str(p), framework="pt") as fh:
-                meta = json.loads((fh.metadata() or {}).get("patternscope", "{}"))
-                tensors = {k: fh.get_tensor(k) for k in ("mask", "colours", "soft_mask")}
-        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
-            raise PatternError(f"{str(p)!r} is not a readable class-wise pattern file ({exc})") from None
+        p, meta, tensors = _read(
+            path, ("mask", "colours", "soft_mask"), "class-wise pattern", "", "class-wise pattern file"
+        )
         if meta.get("kind") != "classwise":
             raise PatternError(f"{str(p)!r} is not a class-wise pattern (kind {meta.get('kind')!r})")
         rest = {k: v for k, v in meta.items() if k not in {"format", "kind", "target", "k", "shape"}}

@@ -89,7 +89,7 @@ class SearchConfig:
         budget: stop before the passes counted by ``run_search``'s ``meter`` would exceed this (one
             pass = one image through forward and backward); ``steps`` then is only a cap. The next step
             is assumed to cost what the last one did, so fixed-cost recipes never exceed the budget.
-        data_parallel: under torchrun (see :mod:`patternscope.distributed`), split each batch over the
+        data_parallel: under torchrun (see :mod:`patternscope.core.distributed`), split each batch over the
             ranks and all-reduce the gradients; rank 0 alone writes checkpoints and shows progress.
             Not part of the checkpoint's settings: a run may be resumed with another number of ranks.
         replicated: under torchrun, every rank runs this same search (whole batches, no all-reduce);

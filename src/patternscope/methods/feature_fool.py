@@ -6,7 +6,7 @@ Data-free: make δ excite every conv layer as much as possible, without any imag
     FFF:     minimise  -sum over layers of log mean |a_l(δ)|        (the product of mean activations)
     GD-UAP:  minimise  -sum over layers of log ||a_l(δ)||₂
 
-a_l are the conv layers' activations (:meth:`~patternscope.models.Classifier.conv_layers`: the
+a_l are the conv layers' activations (:meth:`~patternscope.core.classifier.Classifier.conv_layers`: the
 activation modules, e.g. post-ReLU outputs, found automatically for any model). δ is fed on the
 data-mean image (zero after the model's normalisation), as in the authors' code. GD-UAP's optional
 priors feed x + δ instead: ``range`` (Gaussian samples, mean 0.5 and std 0.25 clipped, batch 25) or

@@ -7,7 +7,7 @@ step. :func:`run_recipe` does the rest (batches, δ and its L∞/L2 ball, the lo
 method is one small file.
 
 The unit of compute is the *pass*: one image through forward and backward (a forward-only image
-counts a third of a pass; :class:`~patternscope.models.PassCounter`). ``budget`` gives every method the
+counts a third of a pass; :class:`~patternscope.core.classifier.PassCounter`). ``budget`` gives every method the
 same compute, whatever its batch size or number of forwards per step.
 """
 

@@ -3,7 +3,7 @@
 For each image that δ does not fool yet, DeepFool finds the smallest r that moves x + δ across the
 nearest decision boundary; δ <- project(δ + r). Here a step takes a batch of images and adds the r of
 all of them at once (``batch_size=1`` is the original one-image-at-a-time order), on the one loop
-with plain SGD at lr 1 (see :func:`~patternscope.objectives.deepfool_update`).
+with plain SGD at lr 1 (see :func:`~patternscope.core.objectives.deepfool_update`).
 
 Label-free in this form: "fooled" means the prediction changed (the original uses the clean
 prediction too). Defaults from the authors' code: 10 candidate classes, at most 10 DeepFool
@@ -12,7 +12,7 @@ fooling rate reaches 1 - 0.2; here the budget (or ``patience``) decides. Its cos
 with how many images are still unfooled and how many DeepFool iterations they take.
 
 ART's ``UniversalPerturbation`` is the reference numpy implementation (one image at a time); see
-:mod:`patternscope.peers` to run it side by side.
+:mod:`patternscope.adapters.art` to run it side by side.
 
 Example::
 

@@ -1,4 +1,4 @@
-"""``patternscope harden``: the run folder around :mod:`patternscope.hardening`.
+"""``patternscope harden``: the run folder around :mod:`patternscope.analyses.hardening`.
 
 Stages, each kept on ``--resume`` once finished:
 

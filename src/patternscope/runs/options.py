@@ -1,0 +1,275 @@
+"""Command options as dataclasses whose fields carry their command-line flag.
+
+Each command's options are one dataclass. A field made with :func:`option` carries a :class:`Flag` in its
+metadata: the help text (``{default}`` and ``{default:g}`` stand for the default), the metavar, choices,
+and how a command-line string becomes the field's value. :mod:`patternscope.cli` derives every flag from
+these fields, in field order, so a default and its help text exist once. A field without a flag (made
+with plain ``dataclasses.field`` or a bare default) is an API-only setting.
+
+Shared blocks come from mixins: :class:`OutputFolder` (``--out``, first on the command line) and
+:class:`ModelOptions` (``--model``, ``--weights``, ...). A dataclass lists the fields of its bases first,
+last base first, so ``class FindOptions(ModelOptions, OutputFolder)`` reads ``--out``, then the model
+options, then its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from ..core.classifier import Classifier
+from ..core.models import BUNDLED, DEFAULT_MODEL, load_model
+from ..data.labelled import BUILTIN_LABELLED
+from ..data.photos import BUNDLED_NAMES
+from ..data.proxies import PROXY_NAMES
+from ..errors import DataError, ModelSpecError
+
+KEEP: Any = object()  # Flag.cli_default: keep the field's own default on the command line
+
+DATA_HELP = (
+    "a folder of images, an ImageFolder tree (one sub-folder per class), an image file, "
+    f"a bundled set ({', '.join(BUNDLED_NAMES)}) or a generated proxy ({', '.join(PROXY_NAMES)})"
+)
+LABELLED_HELP = (
+    "labelled images: an ImageFolder tree (one sub-folder per class; any size or channel count, resized "
+    f"whole to the model's input) or a built-in set: {', '.join(BUILTIN_LABELLED)} (its test split)"
+)
+EVAL_VIEWS = (1, 2, 5, 10)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How one options field appears on the command line.
+
+    Attributes:
+        help: the help text; ``{default}`` / ``{default:g}`` are replaced by the default.
+        name: the long option (default ``--field-name``); ``positional`` makes it a positional argument.
+        dest: the argparse destination when it differs from the field name (kept for config files).
+        metavar, choices, required: as in argparse.
+        repeat: the flag may be given several times (a list).
+        many: the flag takes one or more values (``nargs="+"``).
+        parse: turns the command-line value into the field's value (e.g. ``"a,b"`` -> ``["a", "b"]``).
+        text: turns the field's default into its command-line form (e.g. ``",".join``).
+        cli_default: the argparse default when it is not the field's (e.g. None for a repeatable flag).
+        exclusive: a name shared by flags of which at most one may be given (``exclusive_required``:
+            exactly one).
+        flags_before: further flags (aliases writing to another ``dest``) placed just before this one.
+    """
+
+    help: str
+    name: str | None = None
+    dest: str | None = None
+    metavar: str | None = None
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+    positional: bool = False
+    repeat: bool = False
+    many: bool = False
+    parse: Callable[[Any], Any] | None = None
+    text: Callable[[Any], Any] | None = None
+    cli_default: Any = KEEP
+    exclusive: str | None = None
+    exclusive_required: bool = False
+    flags_before: tuple[Flag, ...] = ()
+
+
+def option(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, help: str, **flag: Any) -> Any:
+    """A dataclass field with a command-line flag: ``option(300, help="search steps (default {default})")``.
+
+    ``factory`` makes mutable defaults (lists); the remaining keywords are :class:`Flag`'s.
+    """
+    meta = {"flag": Flag(help=help, **flag)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag_of(f: Any) -> Flag | None:
+    """The :class:`Flag` of a dataclass field, or None for an API-only setting."""
+    return f.metadata.get("flag")
+
+
+def field_default(f: Any) -> Any:
+    """A dataclass field's default value (made fresh for mutable defaults)."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None
+
+
+def options_from_values(options: type[Any], values: dict[str, Any]) -> Any:
+    """Options of type ``options`` from command-line values by dest (None: the field's default), each
+    parsed by its flag."""
+    given = {}
+    for f in fields(options):
+        flag = flag_of(f)
+        if flag is None:
+            continue
+        value = values.get(flag.dest or f.name)
+        if value is None:
+            continue
+        given[f.name] = flag.parse(value) if flag.parse is not None else value
+    return options(**given)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing command-line text
+
+
+def comma_list(text: str | Sequence[str]) -> list[str]:
+    """``"a, b,,c"`` as ``["a", "b", "c"]`` (a list is returned stripped)."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def comma_text(values: Sequence[Any]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def parse_classes(text: str | Sequence[int] | None) -> list[int] | None:
+    """``--classes 1,3`` as ``[1, 3]``; None or empty: every class."""
+    if not text:
+        return None
+    if not isinstance(text, str):
+        return [int(v) for v in text]
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DataError(f"--classes must be comma-separated class indices, got {text!r}") from None
+
+
+def parse_input_size(text: str | Sequence[int] | None) -> tuple[int, int, int] | None:
+    """``--input-size C,H,W`` (e.g. ``1,28,28``) as a tuple; None keeps the model's own."""
+    if text is None or text == "":
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        size = tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 3 or min(size) <= 0:
+        raise ModelSpecError(f"--input-size must be three positive integers C,H,W such as 3,224,224; got {text!r}")
+    return size[0], size[1], size[2]
+
+
+def parse_crop_scale(text: str | None) -> tuple[float, float] | None:
+    """``--crop-scale MIN,MAX`` as a tuple (the range is checked by :func:`~patternscope.data.check_crop_scale`)."""
+    if text in (None, "", "none"):
+        return None
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise DataError(f"--crop-scale {text!r}: write two numbers MIN,MAX such as 0.1,1") from None
+    return lo, hi
+
+
+def parse_model_kwargs(text: str | dict[str, Any] | None) -> dict[str, Any]:
+    """``--model-kwargs`` JSON as a dict (empty when not given; a dict is returned as it is)."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        example = '{"classes": 10}'
+        raise ModelSpecError(f"--model-kwargs is not valid JSON ({exc.msg}); write it like '{example}'") from None
+    if not isinstance(value, dict):
+        raise ModelSpecError("--model-kwargs must be a JSON object, like '{\"classes\": 10}'")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared blocks of options
+
+
+@dataclass
+class OutputFolder:
+    """``--out``: the folder a command writes (first on its command line)."""
+
+    out: str = option("runs/out", help="run folder to write (created if missing)", metavar="DIR", required=True)
+
+
+MODEL_SPEC_HELP = (
+    f"model spec: {', '.join(BUNDLED)}, torchvision:NAME, timm:NAME, module.path:Attr or file.py:Attr (default: "
+)
+
+
+@dataclass
+class ModelOptions:
+    """The model options every command that loads one model shares (``--model``, ``--weights``, ...)."""
+
+    model: str = option(DEFAULT_MODEL, help=MODEL_SPEC_HELP + "{default})", metavar="SPEC")
+    weights: str | None = option(
+        None,
+        help="state dict to load (.safetensors or .pth, read with weights_only); 'none' for random weights; "
+        "default: the model's own pretrained weights from the local cache",
+        metavar="FILE",
+    )
+    model_kwargs: str | None = option(
+        None,
+        help="keyword arguments for a user model class or factory, as JSON, e.g. '{\"classes\": 10}'",
+        metavar="JSON",
+    )
+    input_size: str | None = option(
+        None,
+        help="the model's input size in pixels, e.g. 1,28,28 (default: the model's own input_size, else 3,224,224)",
+        metavar="C,H,W",
+    )
+    device: str = option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default {default})")
+    trust_pickle: bool = option(
+        False, help="allow weights files that need full unpickling (can run arbitrary code)"
+    )
+    allow_download: bool = option(
+        False, help="let torchvision/timm download missing pretrained weights (off: nothing is downloaded)"
+    )
+
+
+def model_fields(opts: ModelOptions) -> dict[str, Any]:
+    """The :class:`ModelOptions` fields of a command's options, to hand the same model to another command."""
+    return {f.name: getattr(opts, f.name) for f in fields(ModelOptions)}
+
+
+def load_options_model(opts: Any, device: torch.device, model_kwargs: dict[str, Any]) -> Classifier:
+    """The model named by a command's options (``model``, ``weights``, ``input_size``, ``trust_pickle``,
+    ``allow_download``; ``channels_last`` when present) with ``model_kwargs`` already parsed (commands parse
+    them before any folder is touched, so a typo costs nothing)."""
+    model = load_model(
+        opts.model,
+        opts.weights,
+        device=device,
+        trust_pickle=opts.trust_pickle,
+        allow_download=opts.allow_download,
+        model_kwargs=model_kwargs,
+        input_size=parse_input_size(getattr(opts, "input_size", None)),
+    )
+    if getattr(opts, "channels_last", False):
+        model.use_channels_last()
+    return model
+
+
+__all__ = [
+    "DATA_HELP",
+    "EVAL_VIEWS",
+    "LABELLED_HELP",
+    "Flag",
+    "ModelOptions",
+    "OutputFolder",
+    "comma_list",
+    "comma_text",
+    "field_default",
+    "flag_of",
+    "load_options_model",
+    "model_fields",
+    "option",
+    "options_from_values",
+    "parse_classes",
+    "parse_crop_scale",
+    "parse_input_size",
+    "parse_model_kwargs",
+]

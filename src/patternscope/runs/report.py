@@ -1,0 +1,94 @@
+"""``patternscope report`` and :func:`write_report`: the ``report.html`` of any finished run folder.
+
+Which page a folder gets is declared by the command that wrote it (its ``report`` builder and
+``result_file`` in :mod:`patternscope.runs.registry`), so a new command's folders are reported as soon as it
+is registered. Reports are rebuilt from the folder's files: no model or data needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import RunDirError
+from ..report.page import FIGURES_DIR, REPORT_FILE, RunFolder, read_json, render
+from .command import Command
+from .folders import CONFIG_JSON
+from .options import option
+
+
+def reported_commands(commands: tuple[Command, ...] | None = None) -> list[Command]:
+    """The commands (of ``commands``; default: the registry's) whose folders have a report, in order."""
+    if commands is None:
+        from .registry import COMMANDS  # the registry lists this module's command: read it when used
+
+        commands = COMMANDS
+    return [c for c in commands if c.report is not None and c.result_file is not None]
+
+
+def command_of_folder(run_dir: str | Path) -> Command:
+    """The command that wrote ``run_dir``, told apart by its result file (``config.json`` decides when a
+    folder holds the results of two, e.g. ``evaluate --out`` into another run's folder)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirError(f"{str(path)!r} is not a folder: give the run folder a patternscope command wrote")
+    commands = reported_commands()
+    found = [c for c in commands if (path / str(c.result_file)).is_file()]
+    if not found:
+        names = ", ".join(dict.fromkeys(str(c.result_file) for c in commands))
+        raise RunDirError(
+            f"{str(path)!r} holds no patternscope results (none of {names}): give a finished run folder, "
+            "or finish the run first (--resume)"
+        )
+    made_by = read_json(path / CONFIG_JSON).get("command") if (path / CONFIG_JSON).is_file() else None
+    return next((c for c in found if c.name == made_by), found[0])
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` (its figures also as PNG in ``report_figures/``) into the finished run folder
+    ``run_dir``; returns its path. The report of a run made of other runs (``harden``) links theirs."""
+    path = Path(run_dir)
+    command = command_of_folder(path)
+    assert command.report is not None
+    return render(RunFolder(path, path / FIGURES_DIR, _subreport), command.report)
+
+
+def _subreport(folder: Path) -> Path | None:
+    try:
+        return write_report(folder)
+    except RunDirError:
+        return None
+
+
+@dataclass
+class ReportOptions:
+    """The option of ``patternscope report``."""
+
+    run: str = option("", help="the run folder", metavar="RUN_DIR", positional=True)
+
+
+def report_run(opts: ReportOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    return write_report(opts.run)
+
+
+def describe(commands: tuple[Command, ...]) -> str:
+    """``report``'s description, naming the commands among ``commands`` whose folders it reports on."""
+    kinds = [c.name + (" --out" if not c.files else "") for c in reported_commands(commands)]
+    return (
+        f"Write a self-contained {REPORT_FILE} (figures embedded, also saved as PNG in {FIGURES_DIR}/) for a run "
+        f"folder written by {', '.join(kinds[:-1])} or {kinds[-1]}."
+    )
+
+
+COMMAND = Command(
+    name="report",
+    summary="write report.html for a finished run folder",
+    description="",  # filled in by the registry from the commands whose folders have a report
+    options=ReportOptions,
+    run=report_run,
+    text=lambda path: f"report: {path}",
+    json=lambda path: json.dumps({"report": str(path)}),
+    folder=False,
+)

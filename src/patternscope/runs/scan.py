@@ -1,0 +1,227 @@
+"""``patternscope scan``: a backdoor scan with class-wise patterns (and Neural Cleanse beside it), its
+verdict, the recovered trigger of each flagged class, and a run folder with ``scan.json`` and figures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..analyses.classwise import other_classes, spread_examples
+from ..analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
+from ..analyses.scan import ScanConfig, ScanReport, check_scan_config, format_scan, scan_model
+from ..core import distributed
+from ..core.atomic import write_json
+from ..core.classifier import Classifier
+from ..core.configs import config_from
+from ..core.predict import predicted_class
+from ..data.labelled import LabelledImages, stratified_split
+from ..report import figures
+from ..report import scan as scan_report
+from .command import Command
+from .folders import prepare_run_dir, write_run_config
+from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
+from .options import LABELLED_HELP, ModelOptions, OutputFolder, option, parse_classes
+
+_S = ScanConfig()
+_NC = NeuralCleanseConfig()
+
+
+@dataclass
+class ScanOptions(ModelOptions, OutputFolder):
+    """Every option of ``patternscope scan``; the scan settings default to
+    :class:`~patternscope.analyses.scan.ScanConfig`'s (``--natural-canvas`` turns ``learn_canvas`` off)."""
+
+    out: str = option("scan-run", help="run folder to write (created if missing)", metavar="DIR", required=True)
+    data: str = option("digits", help=f"clean {LABELLED_HELP}", metavar="SOURCE", required=True)
+    classes: list[int] | None = option(
+        None, help="only these classes, comma-separated (default all)", metavar="LIST", parse=parse_classes
+    )
+    steps: int = option(_S.steps, help="search steps per class (default {default})")
+    batch_size: int = option(_S.batch_size, help="images per step (default {default})")
+    success: float = option(_S.success, help="target attack success (default {default})")
+    top_k: float = option(_S.top_k, help="fixed pattern size column (default {default})")
+    threshold: float = option(_S.threshold, help="MAD anomaly index (default {default})")
+    max_ratio: float = option(_S.max_ratio, help="flag only below this share of median k ({default})")
+    holdout: float = option(_S.holdout, help="share of each class held out ({default})")
+    natural_canvas: bool = option(
+        not _S.learn_canvas, help="keep the canvas colours fixed (the paper's method; weaker)"
+    )
+    seed: int = option(_S.seed, help="seed for the split and batches (default {default})")
+    neural_cleanse: bool = option(False, help="also run Neural Cleanse on the same data")
+    nc_seeds: int = option(_NC.seeds, help="Neural Cleanse runs averaged per class (default {default})")
+    nc_max_epochs: int = option(_NC.max_epochs, help="Neural Cleanse epoch cap per run (default {default})")
+    resume: bool = option(False, help="keep finished classes, continue the rest")
+    overwrite: bool = option(False, help="replace a scan already in --out")
+
+    def config(self) -> ScanConfig:
+        """The scan settings (validated)."""
+        return config_from(ScanConfig, self, learn_canvas=not self.natural_canvas)
+
+    def run_options(self) -> dict[str, Any]:
+        """The options that are not scan settings (``config.json`` keeps those apart, under ``scan``)."""
+        settings = {f.name for f in fields(ScanConfig)} | {"natural_canvas"}
+        return {k: v for k, v in asdict(self).items() if k not in settings}
+
+
+@dataclass
+class ScanSummary:
+    """A finished scan: its folder, the report and Neural Cleanse's result when it ran."""
+
+    out: Path
+    report: ScanReport
+    neural_cleanse: dict[str, Any] | None = None
+
+
+def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> ScanSummary | None:
+    """``patternscope scan``: class-wise patterns of every class, anomaly test, verdict and trigger.
+
+    Under torchrun the classes are split over the ranks (each writes its classes' folders), then rank 0
+    gathers them from ``out/classes/``, decides and writes the outputs; the other ranks return None.
+    A multi-node scan needs ``--out`` on a file system every node sees.
+    """
+    ctx, device = distributed.init(opts.device)
+    if ctx.active:
+        opts = replace(opts, device=device)
+        log = log if ctx.is_main else (lambda _msg: None)
+        progress = progress and ctx.is_main
+    config = opts.config()  # every setting is checked before work
+    nc_config = NeuralCleanseConfig(seeds=opts.nc_seeds, max_epochs=opts.nc_max_epochs)
+    distributed.on_main(
+        lambda: prepare_run_dir(
+            opts.out, resume=opts.resume, overwrite=opts.overwrite, files=LABELLED_RUN_FILES, stale=LABELLED_STALE
+        ),
+        ctx,
+    )
+    out = Path(opts.out)
+    model, data = model_and_labelled_data(opts, log)
+    if ctx.is_main:
+        write_run_config(out, COMMAND.name, opts.run_options(), scan=asdict(config))
+    classes, resume = opts.classes, opts.resume
+    if ctx.active:
+        targets = list(opts.classes) if opts.classes is not None else list(range(model.num_classes))
+        distributed.on_main(lambda: check_scan_config(out, config, opts.resume), ctx)
+        log(f"class-parallel scan: {len(targets)} classes over {ctx.world_size} processes ({ctx.backend})")
+        mine = targets[ctx.rank :: ctx.world_size]
+        distributed.run_everywhere(
+            lambda: scan_model(
+                model,
+                data.images,
+                data.labels,
+                config,
+                classes=mine,
+                out=out,
+                resume=opts.resume,
+                progress=progress,
+                check_config=False,
+                decide_verdict=False,
+            ),
+            ctx,
+        )
+        if not ctx.is_main:
+            return None
+        resume = True  # rank 0 reads every rank's finished classes back
+    report = scan_model(
+        model,
+        data.images,
+        data.labels,
+        config,
+        classes=classes,
+        out=out,
+        resume=resume,
+        progress=progress,
+    )
+    nc = None
+    if opts.neural_cleanse:
+        search_idx, _ = stratified_split(data.labels, config.holdout, config.seed)
+        result = neural_cleanse(model, data.images[search_idx], nc_config, classes=opts.classes, progress=progress)
+        nc = result.to_dict()
+        log(f"Neural Cleanse: flagged {result.flagged or 'nothing'} in {result.seconds:.1f} s")
+    _write_scan_outputs(out, model, data, report, nc)
+    return ScanSummary(out, report, nc)
+
+
+def _write_scan_outputs(
+    out: Path, model: Classifier, data: LabelledImages, report: ScanReport, nc: dict[str, Any] | None
+) -> None:
+    names = model.class_names
+    payload = report.to_dict()
+    payload["data"] = data.description
+    if nc is not None:
+        payload["neural_cleanse"] = nc
+    columns = []
+    for row in report.rows:
+        p = report.patterns[row.target]
+        columns.append((f"{row.target} {row.name}", [p.soft_mask.expand(p.shape), p.visible()]))
+    figures.image_table(
+        out / "gallery.png",
+        columns,
+        ["learned mask", "smallest pattern"],
+        "Per-class patterns (smallest k reaching the target success); flagged: "
+        + (", ".join(str(c) for c in report.flagged) or "none"),
+    )
+    for t in report.flagged:
+        p = report.patterns[t]
+        figures.image_table(
+            out / f"trigger_class{t}.png",
+            [
+                ("recovered trigger", [p.visible()]),
+                ("its colours", [p.colours]),
+                ("mask", [p.soft_mask.expand(p.shape)]),
+            ],
+            [""],
+            f"recovered trigger of class {t} ({names[t]}): {p.k} px",
+            cell=2.0,
+        )
+        _, held = stratified_split(data.labels, report.config["holdout"], report.config["seed"])
+        hx, hy = other_classes(data.images[held], data.labels[held], t)
+        show = spread_examples(hx, hy)
+        stamped = p.stamp(show)
+        figures.stamped_examples(
+            out / f"trigger_class{t}_examples.png",
+            show,
+            stamped,
+            predicted_class(model, show).tolist(),
+            predicted_class(model, stamped).tolist(),
+            names,
+            f"recovered trigger of class {t} stamped on held-out images",
+        )
+        payload.setdefault("triggers", {})[str(t)] = {
+            "image": f"trigger_class{t}.png",
+            "pattern": f"classes/{t:03d}/pattern.safetensors",
+            "k": p.k,
+        }
+    write_json(out / "scan.json", payload)
+    (out / "scan.txt").write_text(format_scan(report) + "\n")
+
+
+def format_scan_run(summary: ScanSummary) -> str:
+    """The scan's table and verdict, where each flagged class's recovered trigger is, and the folder."""
+    lines = [format_scan(summary.report)]
+    lines += [
+        f"recovered trigger of class {t}: {summary.out / f'trigger_class{t}.png'}" for t in summary.report.flagged
+    ]
+    lines.append(f"run folder: {summary.out}")
+    return "\n".join(lines)
+
+
+COMMAND = Command(
+    name="scan",
+    summary="scan a model for backdoors with class-wise patterns",
+    description="Find every class's class-wise pattern (learned canvas), the smallest number of pixels that "
+    "reaches --success on held-out images of other classes, and flag classes that need anomalously few "
+    "(MAD anomaly index > --threshold in log space and at most --max-ratio of the median). Writes scan.json, "
+    "scan.txt, gallery.png, the recovered trigger of each flagged class and classes/NNN/ into --out.",
+    options=ScanOptions,
+    run=scan_run,
+    text=format_scan_run,
+    json=lambda summary: json.dumps(json.loads((summary.out / "scan.json").read_text()), indent=2),
+    report=scan_report.build,
+    result_file="scan.json",
+    files=LABELLED_RUN_FILES,
+    stale=LABELLED_STALE,
+    settings_files=("config.json", "config.toml", "scan_config.json"),
+    torchrun="class-parallel",
+)

@@ -1,0 +1,124 @@
+"""``patternscope transfer``: saved patterns (run folders or pattern files) measured on several models
+(:func:`~patternscope.analyses.transfer.transfer_matrix`), with ``transfer.json`` and ``transfer.png``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from .._version import __version__
+from ..analyses.transfer import Transfer, transfer_matrix
+from ..core.atomic import write_json
+from ..core.classifier import Classifier
+from ..core.models import load_model, resolve_device
+from ..core.patterns import Pattern
+from ..data.sources import open_images
+from ..errors import PatternError
+from ..report import figures
+from ..report import transfer as transfer_report
+from .command import Command, indented_json
+from .options import EVAL_VIEWS, option, parse_model_kwargs
+
+
+@dataclass
+class TransferOptions:
+    """Every option of ``patternscope transfer``."""
+
+    patterns: list[str] = option(
+        factory=list, help="run folders or pattern files", metavar="RUN", many=True, required=True
+    )
+    models: list[str] = option(
+        factory=list,
+        help="model specs to measure them on, each optionally SPEC@WEIGHTS_FILE",
+        metavar="SPEC",
+        many=True,
+        required=True,
+    )
+    data: str = option("photos-eval", help="evaluation images (default {default})", metavar="SOURCE")
+    out: str | None = option(None, help="write transfer.json and transfer.png here", metavar="DIR")
+    model_kwargs: str | None = option(
+        None, help="keyword arguments for user model classes, as JSON", metavar="JSON"
+    )
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N (default {default})")
+    eval_views: int = option(1, help="crops per image (default {default})", choices=EVAL_VIEWS)
+    seed: int = option(0, help="seed of the random-noise control (default {default})")
+    trust_pickle: bool = option(False, help="allow weights files that need full unpickling")
+    allow_download: bool = option(False, help="let torchvision/timm download missing weights")
+    batch_size: int = 64
+
+
+def pattern_file(path: str | Path) -> Path:
+    """A run folder's ``pattern.safetensors``, or ``path`` itself when it is a file."""
+    p = Path(path)
+    return p / "pattern.safetensors" if p.is_dir() else p
+
+
+def transfer_run(opts: TransferOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> Transfer:
+    """Measure each saved pattern on each model (``SPEC`` or ``SPEC@WEIGHTS``, loaded one at a time) and,
+    with ``opts.out``, write ``transfer.json`` and ``transfer.png`` there."""
+    if not opts.patterns or not opts.models:
+        raise PatternError("transfer needs at least one --patterns and one --models")
+    kwargs = parse_model_kwargs(opts.model_kwargs)
+    loaded = [(str(p), Pattern.load(pattern_file(p))) for p in opts.patterns]
+    images = open_images(opts.data)
+    if opts.out is not None:
+        Path(opts.out).mkdir(parents=True, exist_ok=True)
+    device = resolve_device(opts.device)
+
+    def loader(entry: str) -> Classifier:
+        spec, _, weights = entry.partition("@")
+        return load_model(
+            spec,
+            weights or None,
+            device=device,
+            model_kwargs=kwargs,
+            trust_pickle=opts.trust_pickle,
+            allow_download=opts.allow_download,
+        )
+
+    models = [(entry, partial(loader, entry)) for entry in opts.models]
+    result = transfer_matrix(
+        models, loaded, images, views=opts.eval_views, batch_size=opts.batch_size, seed=opts.seed, log=log
+    )
+    if opts.out is not None:
+        out = Path(opts.out)
+        write_json(out / "transfer.json", {"patternscope_version": __version__, **result.to_dict()})
+        labels = [
+            f"{p.meta.get('method', '?')} @ {p.meta.get('model', '?')} ({Path(n).name or n})" for n, p in loaded
+        ]
+        figures.heatmap(
+            out / "transfer.png",
+            result.fooling,
+            labels,
+            list(opts.models),
+            f"fooling ratio on {images.description} (random ±eps: "
+            + ", ".join(f"{v:.2f}" for v in result.random_sign)
+            + ")",
+        )
+    return result
+
+
+def format_transfer(result: Transfer) -> str:
+    """The matrix as a plain-text table, with the random ±eps row."""
+    width = max(len(p) for p in result.patterns) + 2
+    lines = [" " * width + "".join(f"{m[:22]:>24}" for m in result.models)]
+    for name, row in zip(result.patterns, result.fooling, strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>24.3f}" for v in row))
+    lines.append(f"{'random ±eps':<{width}}" + "".join(f"{v:>24.3f}" for v in result.random_sign))
+    return "\n".join(lines)
+
+
+COMMAND = Command(
+    name="transfer",
+    summary="fooling-ratio matrix of saved patterns on several models",
+    description="Measure saved patterns (run folders or pattern files) on several models: a fooling-ratio "
+    "matrix (pattern x model) with random-noise controls, as transfer.json and transfer.png.",
+    options=TransferOptions,
+    run=transfer_run,
+    text=format_transfer,
+    json=indented_json(lambda result: result.to_dict()),
+    report=transfer_report.build,
+    result_file="transfer.json",
+)
