@@ -255,7 +255,9 @@ def compare_patterns(
             settings={k: v for k, v in asdict(method_config).items() if k not in ("eps", "norm", "seed", "amp")},
         )
         try:
-            row, pattern = _run_one(recipe, model, stream, method_config, config, folder, evaluation, row, resume, progress)
+            row, pattern = _run_one(
+                recipe, model, stream, method_config, config, folder, evaluation, row, resume, progress
+            )
             if pattern is not None:
                 patterns[name] = pattern
         except (KeyboardInterrupt, PatternscopeError):

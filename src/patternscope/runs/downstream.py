@@ -55,9 +55,7 @@ class DownstreamOptions(ModelOptions, OutputFolder):
         required=True,
         flags_before=(BACKBONE,),
     )
-    pattern: str = option(
-        "", help="a run folder or pattern file found on the backbone", metavar="RUN", required=True
-    )
+    pattern: str = option("", help="a run folder or pattern file found on the backbone", metavar="RUN", required=True)
     head: str = option(_D.head, help="what is trained (default {default})", choices=HEADS)
     epochs: int = option(_D.epochs, help="training epochs (default {default})")
     lr: float = option(_D.lr, help="Adam learning rate (default {default})")

@@ -171,9 +171,7 @@ def evaluate_run(
         return evaluate_pattern(
             model, pattern, images, views=opts.eval_views, batch_size=opts.batch_size, seed=opts.seed
         )
-    return evaluate_into(
-        Path(opts.out), model, pattern, images, opts.eval_views, opts.batch_size, opts.seed, None
-    )
+    return evaluate_into(Path(opts.out), model, pattern, images, opts.eval_views, opts.batch_size, opts.seed, None)
 
 
 def format_evaluation(ev: Evaluation) -> str:

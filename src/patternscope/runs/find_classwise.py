@@ -55,7 +55,9 @@ class ClasswiseOptions(ModelOptions, OutputFolder):
         None, help="canvas image of the class (default: its most confident image)", metavar="IMAGE"
     )
     holdout: float = option(0.3, help="share of each class held out (default {default})")
-    max_search_images: int = option(1800, help="cap on search images of other classes (default {default}, as the paper)")
+    max_search_images: int = option(
+        1800, help="cap on search images of other classes (default {default}, as the paper)"
+    )
     steps: int | None = option(_C.steps, help="search steps (default: --epochs over the search images)")
     epochs: float = option(_C.epochs, help="passes over the search images (default {default:g})")
     max_steps: int = option(_C.max_steps, help="cap on steps from --epochs (default {default})")
@@ -216,9 +218,6 @@ def _one_class(
     write_json(folder / "classwise_row.json", row)
     (folder / "checkpoint.pt").unlink(missing_ok=True)
     return row, pattern, canvas
-
-
-
 
 
 def format_classwise(summary: ClasswiseSummary) -> str:

@@ -61,9 +61,8 @@ def prepare_run_dir(
         raise RunDirError(f"cannot write to output folder {str(path)!r}: {exc.strerror or exc}") from None
     free = shutil.disk_usage(path).free
     if free < MIN_FREE_BYTES:
-        raise RunDirError(
-            f"only {free / 2**20:.0f} MiB free on the disk of {str(path)!r}; need at least {MIN_FREE_BYTES // 2**20} MiB"
-        )
+        need = MIN_FREE_BYTES // 2**20
+        raise RunDirError(f"only {free / 2**20:.0f} MiB free on the disk of {str(path)!r}; need at least {need} MiB")
     if overwrite:
         for target in existing + [p for pattern in stale for p in sorted(path.glob(pattern))]:
             if target.is_dir():

@@ -67,12 +67,8 @@ class HardenOptions(ModelOptions, OutputFolder):
     delta_steps: int = option(_H.delta_steps, help="pattern ascent steps per batch (default {default})")
     delta_step: float | None = option(_H.delta_step, help="size of one pattern step (default eps/4)")
     pool: int = option(_H.pool, help="universal patterns trained in turn (default {default})")
-    clean_weight: float = option(
-        _H.clean_weight, help="weight of the clean images' loss, in [0,1) (default {default})"
-    )
-    loss_clamp: float | None = option(
-        _H.loss_clamp, help="cap on each image's loss in the pattern step (default none)"
-    )
+    clean_weight: float = option(_H.clean_weight, help="weight of the clean images' loss, in [0,1) (default {default})")
+    loss_clamp: float | None = option(_H.loss_clamp, help="cap on each image's loss in the pattern step (default none)")
     max_accuracy_drop: float = option(
         _H.max_accuracy_drop, help="largest allowed fall of held-out clean accuracy, absolute (default {default})"
     )

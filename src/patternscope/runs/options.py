@@ -222,9 +222,7 @@ class ModelOptions:
         metavar="C,H,W",
     )
     device: str = option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default {default})")
-    trust_pickle: bool = option(
-        False, help="allow weights files that need full unpickling (can run arbitrary code)"
-    )
+    trust_pickle: bool = option(False, help="allow weights files that need full unpickling (can run arbitrary code)")
     allow_download: bool = option(
         False, help="let torchvision/timm download missing pretrained weights (off: nothing is downloaded)"
     )

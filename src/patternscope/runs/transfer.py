@@ -38,9 +38,7 @@ class TransferOptions:
     )
     data: str = option("photos-eval", help="evaluation images (default {default})", metavar="SOURCE")
     out: str | None = option(None, help="write transfer.json and transfer.png here", metavar="DIR")
-    model_kwargs: str | None = option(
-        None, help="keyword arguments for user model classes, as JSON", metavar="JSON"
-    )
+    model_kwargs: str | None = option(None, help="keyword arguments for user model classes, as JSON", metavar="JSON")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N (default {default})")
     eval_views: int = option(1, help="crops per image (default {default})", choices=EVAL_VIEWS)
     seed: int = option(0, help="seed of the random-noise control (default {default})")
@@ -85,9 +83,7 @@ def transfer_run(opts: TransferOptions, *, progress: bool = True, log: Callable[
     if opts.out is not None:
         out = Path(opts.out)
         write_json(out / "transfer.json", {"patternscope_version": __version__, **result.to_dict()})
-        labels = [
-            f"{p.meta.get('method', '?')} @ {p.meta.get('model', '?')} ({Path(n).name or n})" for n, p in loaded
-        ]
+        labels = [f"{p.meta.get('method', '?')} @ {p.meta.get('model', '?')} ({Path(n).name or n})" for n, p in loaded]
         figures.heatmap(
             out / "transfer.png",
             result.fooling,
