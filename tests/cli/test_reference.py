@@ -12,7 +12,7 @@ def test_reference_has_every_command_and_option():
     text = cli_reference()
     parsers = command_parsers(build_parser())
     for command in COMMANDS:
-        assert f"## `patternscope {command.name}`" in text
+        assert f"### `patternscope {command.name}`" in text
         for action in parsers[command.name]._actions:
             for option in action.option_strings:
                 if option not in ("-h", "--help"):

@@ -37,7 +37,7 @@ def _flag_rows(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def _command_section(command: Command, parser: argparse.ArgumentParser) -> list[str]:
-    lines = [f"## `patternscope {command.name}`", "", command.description, ""]
+    lines = [f"### `patternscope {command.name}`", "", command.description, ""]
     formatter = argparse.HelpFormatter(prog=parser.prog, width=100)  # the same on every terminal
     formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups, prefix="")
     usage = formatter.format_help().strip()
