@@ -227,7 +227,7 @@ def scan_model(
         )
     probs = class_probabilities(model, sx)
     if out is not None and check_config:
-        _check_config(out, cfg, resume)
+        check_scan_config(out, cfg, resume)
     rows: list[ClassRow] = []
     patterns: dict[int, ClasswisePattern] = {}
     t_start = time.perf_counter()
@@ -295,10 +295,6 @@ def scan_model(
 
 def check_scan_config(out: Path, cfg: ScanConfig, resume: bool) -> None:
     """Refuse to resume a scan in ``out`` made with other settings; record ``cfg`` there."""
-    _check_config(out, cfg, resume)
-
-
-def _check_config(out: Path, cfg: ScanConfig, resume: bool) -> None:
     path = out / "scan_config.json"
     if resume and path.is_file():
         saved = json.loads(path.read_text())

@@ -224,7 +224,7 @@ def compare_patterns(
         model = model.to(resolve_device(device))
     evaluation = open_images(eval_data)
     shared = list(DEFAULT_DATA) if data is None else data
-    folder_of = (lambda name: Path(out) / name) if out is not None else (lambda _name: None)
+    root = Path(out) if out is not None else None
     eps = parse_eps(config.eps, config.norm)
     log(
         f"model {model.spec} on {model.device}; budget {config.budget:g} passes per method; eps {eps:.4f} "
@@ -234,7 +234,7 @@ def compare_patterns(
     patterns: dict[str, Pattern] = {}
     for name, method_config in configs.items():
         recipe = get_recipe(name)
-        folder = folder_of(name)
+        folder = root / name if root is not None else None
         if resume and folder is not None and (folder / "row.json").exists():
             rows.append(MethodRow(**json.loads((folder / "row.json").read_text())))
             if (folder / "pattern.safetensors").is_file():
@@ -272,11 +272,11 @@ def compare_patterns(
         rows.append(row)
     if not ctx.is_main:
         return None
-    comparison = _finish(Path(out) if out is not None else None, model, rows, evaluation, config)
+    comparison = _finish(root, model, rows, evaluation, config)
     comparison.patterns = patterns
     failed = [r.method for r in rows if r.error]
     if failed:
-        where = f" (see {out}/<method>/error.txt); the other results are in {Path(out) / 'compare.json'}" if out else ""
+        where = f" (see {out}/<method>/error.txt); the other results are in {root / 'compare.json'}" if root else ""
         raise MethodFailed(f"method(s) {', '.join(failed)} failed{where}")
     return comparison
 

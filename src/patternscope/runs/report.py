@@ -42,7 +42,7 @@ def command_of_folder(run_dir: str | Path) -> Command:
             f"{str(path)!r} holds no patternscope results (none of {names}): give a finished run folder, "
             "or finish the run first (--resume)"
         )
-    made_by = read_json(path / CONFIG_JSON).get("command") if (path / CONFIG_JSON).is_file() else None
+    made_by = read_json(path / CONFIG_JSON).get("command")  # {} when there is none
     return next((c for c in found if c.name == made_by), found[0])
 
 
