@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 
 from ..core.classifier import Classifier
-from ..core.metrics import evaluate_pattern
+from ..core.metrics import fooling_ratio, random_like, stream_predictions
 from ..core.patterns import Pattern
 from ..data.image_set import ImageSet
 from ..data.sources import open_images
@@ -72,6 +72,7 @@ def transfer_matrix(
     views: int = 1,
     batch_size: int = 64,
     seed: int = 0,
+    workers: int | None = None,
     log: Callable[[str], None] = print,
 ) -> Transfer:
     """Measure each pattern on each model, on the images ``data`` (an ImageSet, an N x C x H x W tensor in
@@ -85,6 +86,9 @@ def transfer_matrix(
         views: evaluation crops per image (1, 2, 5 or 10).
         batch_size: evaluation batch size.
         seed: seed of the random ±eps control.
+        workers: input-pipeline worker processes (None: the device's default). The images are streamed
+            once per model and every pattern is measured on each batch, so memory does not grow with
+            the number of images.
         log: where a resized pattern and each model's row are reported.
 
     A pattern whose size differs from a model's input is resized (bilinear; values stay within its
@@ -100,20 +104,20 @@ def transfer_matrix(
     n_images = 0
     for j, (entry, source) in enumerate(named_models):
         model = source if isinstance(source, Classifier) else source()
-        x, _ = images.eval_tensors(model.input_size, views)
-        n_images = int(x.shape[0])
-        sign = None
+        deltas: dict[str, torch.Tensor | None] = {"clean": None}
         for i, (name, pattern) in enumerate(named_patterns):
             fitted = fit_pattern(pattern, model.input_size)
             if fitted is not pattern:
                 log(f"{name}: resized from {tuple(pattern.shape)} to {model.input_size} for {entry}")
-            ev = evaluate_pattern(
-                model, fitted, x, baselines=("sign",) if sign is None else (), seed=seed, batch_size=batch_size
-            )
-            fooling[i][j] = ev.fooling_ratio
-            if sign is None:
-                sign = ev.random_baselines["sign"]["fooling_ratio"]
-        random_sign.append(float(sign))  # type: ignore[arg-type]
+            deltas[f"pattern {i}"] = fitted.delta
+            if i == 0:
+                deltas["sign"] = random_like(fitted, "sign", seed)
+        got = stream_predictions(model, images, deltas, batch_size=batch_size, views=views, workers=workers)
+        clean = got.predictions("clean").top1
+        for i in range(len(named_patterns)):
+            fooling[i][j] = fooling_ratio(clean, got.predictions(f"pattern {i}").top1)
+        random_sign.append(fooling_ratio(clean, got.predictions("sign").top1))
+        n_images = got.n_images
         log(f"{entry}: " + ", ".join(f"{row[j]:.3f}" for row in fooling))
     return Transfer(
         [n for n, _ in named_patterns],

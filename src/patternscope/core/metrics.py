@@ -14,18 +14,21 @@ All metrics are computed on clip(x + δ, 0, 1), a valid image. Definitions (Ye e
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from ..data.image_set import ImageSet
+from ..data.loader import default_workers, eval_batches, to_device
+from ..errors import DataError
 from .classifier import Classifier
 from .models import on_device
 from .patterns import Pattern
-from .predict import predict
+from .predict import Predictions, predict
 
 TOPK = (1, 3, 5)
 
@@ -97,7 +100,11 @@ def random_like(pattern: Pattern, kind: str, seed: int = 0) -> torch.Tensor:
 
 @dataclass
 class Evaluation:
-    """Every metric of one pattern on one image set (JSON-ready through :meth:`to_dict`)."""
+    """Every metric of one pattern on one image set (JSON-ready through :meth:`to_dict`).
+
+    ``details`` (not in the JSON) holds per-crop predictions (small: a few numbers per crop) and a
+    handful of example crops (``images``, at the crop indices ``example_index``) for figures.
+    """
 
     n_images: int
     fooling_ratio: float
@@ -113,12 +120,94 @@ class Evaluation:
     random_baselines: dict[str, dict[str, float]]
     top_classes: dict[str, list[dict[str, Any]]]
     pattern_norm: float
+    skipped_images: int = 0
+    skipped_names: list[str] = field(default_factory=list)
     details: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("details")
         return out
+
+
+@dataclass
+class Collected:
+    """Predictions of the same images under several additive deltas (``None``: clean), gathered batch
+    by batch by :func:`stream_predictions`, with the labels, a few example crops and the skipped images."""
+
+    top5: dict[str, list[torch.Tensor]]
+    confidence: dict[str, list[torch.Tensor]]
+    label_batches: list[torch.Tensor]
+    examples: list[torch.Tensor]
+    example_index: list[int]
+    skipped: list[str]
+    seconds: float = 0.0
+
+    def predictions(self, name: str) -> Predictions:
+        return Predictions(torch.cat(self.top5[name]), torch.cat(self.confidence[name]))
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.cat(self.label_batches) if self.label_batches else torch.empty(0, dtype=torch.long)
+
+    @property
+    def n_images(self) -> int:
+        return sum(int(y.shape[0]) for y in self.label_batches)
+
+
+def stream_predictions(
+    model: Classifier,
+    images: ImageSet | torch.Tensor,
+    deltas: dict[str, torch.Tensor | None],
+    labels: Sequence[int] | torch.Tensor | None = None,
+    *,
+    batch_size: int = 64,
+    views: int = 1,
+    workers: int | None = None,
+    examples: int = 0,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> Collected:
+    """Predictions of ``model`` on clip(x + delta, 0, 1) for every named delta (``None``: x itself), the
+    images read once and streamed: memory is O(batch_size x workers) plus a few numbers per crop.
+
+    ``images``: an ImageSet (``views`` crops per image, decoded by ``workers`` processes; undecodable
+    images skipped with a warning) or an N x C x H x W tensor in [0,1] with optional ``labels``.
+    ``examples``: crops kept (spread evenly) for figures. Raises :class:`DataError` when no image decodes.
+    """
+    from tqdm.auto import tqdm
+
+    expected = len(images) * views if isinstance(images, ImageSet) else int(images.shape[0])
+    wanted = set(_example_order(expected, examples).tolist())
+    got = Collected({k: [] for k in deltas}, {k: [] for k in deltas}, [], [], [], [])
+    seen = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=expected, unit="image", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    try:
+        for host, y, skipped in _host_batches(images, labels, model, views, batch_size, workers):
+            got.skipped.extend(skipped)
+            bar.update(host.shape[0] + len(skipped) * views)
+            if host.shape[0] == 0:
+                continue
+            x = to_device(host, model.device)
+            assert isinstance(x, torch.Tensor)
+            for name, delta in deltas.items():
+                pred = predict(model, x, batch_size, delta)
+                got.top5[name].append(pred.top5)
+                got.confidence[name].append(pred.confidence)
+            got.label_batches.append(y)
+            for j in range(host.shape[0]):
+                if seen + j in wanted:
+                    got.examples.append(x[j].float().cpu())
+                    got.example_index.append(seen + j)
+            seen += host.shape[0]
+    finally:
+        bar.close()
+    got.seconds = time.perf_counter() - t0
+    if seen == 0:
+        what = images.description if isinstance(images, ImageSet) else "the image tensor"
+        raise DataError(f"none of the {len(images)} images in {what} can be decoded")
+    return got
 
 
 def evaluate_pattern(
@@ -133,24 +222,79 @@ def evaluate_pattern(
     baselines: Sequence[str] = ("uniform", "sign"),
     seed: int = 0,
     device: str | torch.device | None = None,
+    workers: int | None = None,
+    examples: int = 8,
+    progress: bool = False,
 ) -> Evaluation:
     """Measure ``pattern`` on ``images`` (an ImageSet, or an N x C x H x W tensor in [0,1]).
+
+    The images are streamed (:func:`stream_predictions`): each batch of crops is read once and measured
+    clean, with the pattern and with each random baseline, so memory stays O(batch_size x workers) for
+    any number of images. Images that cannot be decoded are skipped with a warning and counted
+    (``skipped_images``).
 
     ``labels`` (N, -1 where unknown) add accuracy and attack success for tensors; an ImageSet brings its
     own. ``views`` takes several deterministic crops per image (ImageSet only). ``confidence`` sets the
     subset "classified with confidence > threshold" reported beside the overall fooling ratio.
     ``baselines`` are the random noises measured beside it (``uniform``, ``sign``), drawn with ``seed``.
-    ``device``: where to measure (default: the model's device; the model is moved there).
+    ``device``: where to measure (default: the model's device; the model is moved there). ``workers``:
+    input-pipeline worker processes (default: :func:`~patternscope.data.loader.default_workers`).
+    ``examples``: crops kept for figures (spread evenly over the set). ``progress``: a progress bar.
     """
     model = on_device(model, device)
     pattern.check_fits(model.input_size)
+    deltas: dict[str, torch.Tensor | None] = {"clean": None, "perturbed": pattern.delta}
+    deltas.update({kind: random_like(pattern, kind, seed) for kind in baselines})
+    got = stream_predictions(
+        model,
+        images,
+        deltas,
+        labels,
+        batch_size=batch_size,
+        views=views,
+        workers=workers,
+        examples=examples,
+        progress=progress,
+    )
+    return _summarise(model, pattern, got, confidence, baselines)
+
+
+def _host_batches(
+    images: ImageSet | torch.Tensor,
+    labels: Sequence[int] | torch.Tensor | None,
+    model: Classifier,
+    views: int,
+    batch_size: int,
+    workers: int | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """(crops, labels, names of skipped images) for each batch of ``images``, streamed from files."""
     if isinstance(images, ImageSet):
-        x, y = images.eval_tensors(model.input_size, views)
-    else:
-        x = images
-        y = torch.as_tensor(labels, dtype=torch.long) if labels is not None else torch.full((x.shape[0],), -1)
-    clean = predict(model, x, batch_size)
-    pert = predict(model, x, batch_size, pattern.delta)
+        n_workers = default_workers(model.device) if workers is None else workers
+        for b in eval_batches(
+            images, model.input_size, views=views, batch_size=batch_size, workers=n_workers, device=model.device
+        ):
+            yield b.images, b.labels, b.skipped
+        return
+    y = torch.as_tensor(labels, dtype=torch.long) if labels is not None else torch.full((images.shape[0],), -1)
+    if y.shape[0] != images.shape[0]:
+        raise DataError(f"{y.shape[0]} labels for {images.shape[0]} images")
+    for start in range(0, images.shape[0], batch_size):
+        yield images[start : start + batch_size], y[start : start + batch_size], []
+
+
+def _example_order(count: int, n: int = 8) -> torch.Tensor:
+    """Up to ``n`` crop indices spread evenly over ``count`` crops (deterministic)."""
+    if count <= 0 or n <= 0:
+        return torch.empty(0, dtype=torch.long)
+    return torch.arange(0, count, max(1, count // n))[:n]
+
+
+def _summarise(
+    model: Classifier, pattern: Pattern, got: Collected, confidence: float, baselines: Sequence[str]
+) -> Evaluation:
+    clean = got.predictions("clean")
+    pert = got.predictions("perturbed")
+    y = got.labels
     with torch.no_grad():
         own = model(pattern.delta[None].to(model.device)).argmax(1).item()
     names = model.class_names
@@ -177,7 +321,7 @@ def evaluate_pattern(
 
     random: dict[str, dict[str, float]] = {}
     for kind in baselines:
-        noise = predict(model, x, batch_size, random_like(pattern, kind, seed))
+        noise = got.predictions(kind)
         random[kind] = {
             "fooling_ratio": fooling_ratio(clean.top1, noise.top1),
             "fooling_ratio_confident": fooling_ratio(clean.top1[confident], noise.top1[confident]),
@@ -190,8 +334,9 @@ def evaluate_pattern(
             for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
         ]
 
+    example_images = torch.stack(got.examples) if got.examples else torch.empty(0, *model.input_size)
     return Evaluation(
-        n_images=int(x.shape[0]),
+        n_images=int(clean.top1.shape[0]),
         fooling_ratio=fooling_ratio(clean.top1, pert.top1),
         confidence_threshold=confidence,
         n_confident=int(confident.sum()),
@@ -205,8 +350,11 @@ def evaluate_pattern(
         random_baselines=random,
         top_classes={"clean": histogram(clean.top1), "perturbed": histogram(pert.top1)},
         pattern_norm=pattern.size(),
+        skipped_images=len(got.skipped),
+        skipped_names=got.skipped[:20],
         details={
-            "images": x,
+            "images": example_images,
+            "example_index": torch.tensor(got.example_index, dtype=torch.long),
             "labels": y,
             "clean_pred": clean.top1,
             "clean_conf": clean.confidence,

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from ..data.loader import Batch, step_batches, to_device
 from ..errors import RunDirError, SearchDivergedError
 from . import distributed
 from .atomic import atomic_path
@@ -94,6 +94,9 @@ class SearchConfig:
             Not part of the checkpoint's settings: a run may be resumed with another number of ranks.
         replicated: under torchrun, every rank runs this same search (whole batches, no all-reduce);
             rank 0 alone writes checkpoints and shows progress.
+        workers: input-pipeline worker processes building batches ahead (0: one background thread).
+            Batches are a pure function of the step, so the result is the same for any number; not part
+            of the checkpoint's settings.
     """
 
     steps: int = 1000
@@ -116,6 +119,7 @@ class SearchConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     data_parallel: bool = False
     replicated: bool = False
+    workers: int = 0
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended)."""
@@ -170,43 +174,6 @@ def _amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     if amp == "fp16":
         return torch.float16 if device.type == "cuda" else torch.bfloat16
     raise ValueError(f"amp must be False, 'bf16' or 'fp16', got {amp!r}")
-
-
-Batch = torch.Tensor | tuple[torch.Tensor, ...]
-
-
-def _map(batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
-    return tuple(fn(t) for t in batch) if isinstance(batch, tuple) else fn(batch)
-
-
-class _Prefetcher:
-    """Builds the next step's batch on a background thread while the current step runs."""
-
-    def __init__(self, batches: Callable[[int, int], Batch], batch_size: int, device: torch.device) -> None:
-        self.batches = batches
-        self.batch_size = batch_size
-        self.device = device
-        # One intra-op thread for batch building: a second full OpenMP team would fight the model's
-        # threads for the cores (measured: 0.85x of a bare loop on 2 cores without this).
-        self.pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="patternscope-batches", initializer=torch.set_num_threads, initargs=(1,)
-        )
-        self.pending: dict[int, Future[Batch]] = {}
-
-    def _make(self, step: int) -> Batch:
-        batch = self.batches(step, self.batch_size)
-        if self.device.type == "cuda":
-            return _map(batch, lambda t: t.pin_memory().to(self.device, non_blocking=True))
-        return batch
-
-    def get(self, step: int, last_step: int) -> Batch:
-        future = self.pending.pop(step, None) or self.pool.submit(self._make, step)
-        if step + 1 < last_step:
-            self.pending[step + 1] = self.pool.submit(self._make, step + 1)
-        return _map(future.result(), lambda t: t.to(self.device))
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -314,7 +281,9 @@ def run_search(
         }
 
     param.project_()
-    prefetch = _Prefetcher(batches, config.batch_size, device)
+    host_batches = step_batches(
+        batches, config.batch_size, range(start, config.steps), workers=config.workers, device=device
+    )
     budget = config.budget
     bar = tqdm(
         total=int(budget) if budget is not None else config.steps,
@@ -332,7 +301,7 @@ def run_search(
         while step < config.steps:
             if budget is not None and step > start and spent + step_cost > budget + 1e-6:
                 break
-            x, share = distributed.shard(prefetch.get(step, config.steps), ctx)
+            x, share = distributed.shard(to_device(next(host_batches), device), ctx)
             before = meter() if meter is not None else 0.0
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -391,7 +360,7 @@ def run_search(
         raise SearchInterrupted(step, ckpt) from None
     finally:
         bar.close()
-        prefetch.close()
+        host_batches.close()
     if best["loss"] == math.inf:  # fewer steps than one window: the best is the last
         best = {
             "loss": history[-1] if history else math.inf,

@@ -8,6 +8,8 @@ labels; it gives evaluation tensors (resize the shorter side, centre crop) and, 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from .images import IMAGE_SUFFIXES, eval_views, read_image, resize_shorter, to_channels
+from .images import CROP_FRACTION, IMAGE_SUFFIXES, crop_views, decode_image, eval_views, resize_shorter, to_channels
 
 
 @dataclass
@@ -60,8 +62,22 @@ class ImageSet:
     def labels(self) -> torch.Tensor:
         return torch.tensor([-1 if i.label is None else i.label for i in self.items], dtype=torch.long)
 
+    @property
+    def from_files(self) -> bool:
+        """Whether every image is a file (decoded to uint8 by the input pipeline); tensors stay float."""
+        return all(isinstance(item.source, Path) for item in self.items)
+
     def load(self, index: int, channels: int, shorter: int | None = None) -> torch.Tensor:
-        """Image ``index`` as C x H x W in [0,1], its shorter side resized to ``shorter`` if given."""
+        """Image ``index`` as C x H x W float in [0,1], its shorter side resized to ``shorter`` if given."""
+        image = self.load_host(index, channels, shorter)
+        return image.float() / 255.0 if image.dtype == torch.uint8 else image
+
+    def load_host(self, index: int, channels: int, shorter: int | None = None) -> torch.Tensor:
+        """Image ``index`` as the input pipeline holds it on the host: C x H x W **uint8** for a file
+        (decoded by :func:`~patternscope.data.images.decode_image`), float in [0,1] for a tensor.
+
+        Decoded files are cached (up to ``cache_limit_mb`` per process) so repeated crops are cheap.
+        """
         item = self.items[index]
         if isinstance(item.source, torch.Tensor):
             image = to_channels(item.source.detach().float().cpu(), channels).clamp(0, 1)
@@ -69,29 +85,34 @@ class ImageSet:
         key = (index, channels, shorter)
         cached = self._cache.get(key)
         if cached is not None:
-            return cached.float() / 255.0
-        image = read_image(item.source, channels)
-        if shorter is not None:
-            image = resize_shorter(image, shorter)
-        as_bytes = (image * 255.0).round().to(torch.uint8)
-        if self._cache_bytes + as_bytes.numel() <= self.cache_limit_mb * 2**20:
-            self._cache[key] = as_bytes
-            self._cache_bytes += as_bytes.numel()
-        return as_bytes.float() / 255.0
+            return cached
+        image = decode_image(item.source, channels, shorter)
+        if self._cache_bytes + image.numel() <= self.cache_limit_mb * 2**20:
+            self._cache[key] = image
+            self._cache_bytes += image.numel()
+        return image
+
+    def views(self, index: int, input_size: Sequence[int], views: int = 1) -> torch.Tensor:
+        """Evaluation crops of image ``index`` (V x C x H x W; uint8 for a file, float for a tensor):
+        the shorter side resized to size/0.875, then centre (and corner, mirrored) crops."""
+        c, h, w = (int(v) for v in input_size)
+        item = self.items[index]
+        if isinstance(item.source, torch.Tensor):
+            image = self.load_host(index, c)
+            return eval_views(image, (h, w), views) if image.shape[-2:] != (h, w) or views > 1 else image[None]
+        base = decode_image(item.source, c, math.ceil(max(h, w) / CROP_FRACTION))
+        return crop_views(base, (h, w), views)
 
     def eval_tensors(self, input_size: Sequence[int], views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """All images prepared for evaluation: (N*views) x C x H x W and their labels (-1 if none)."""
-        c, h, w = (int(v) for v in input_size)
+        """All images prepared for evaluation at once: (N*views) x C x H x W in [0,1] and their labels
+        (-1 if none). Memory grows with the set: for small sets and figures; measuring streams instead
+        (:func:`~patternscope.data.loader.eval_batches`)."""
         if not self.items:
             raise DataError(f"no images in {self.description or 'the evaluation set'}")
         images, labels = [], []
         for i, item in enumerate(self.items):
-            image = self.load(i, c)
-            if image.shape[-2:] != (h, w) or views > 1:
-                stack = eval_views(image, (h, w), views)
-            else:
-                stack = image[None]
-            images.append(stack)
+            stack = self.views(i, input_size, views)
+            images.append(stack.float() / 255.0 if stack.dtype == torch.uint8 else stack)
             labels.extend([-1 if item.label is None else item.label] * stack.shape[0])
         return torch.cat(images), torch.tensor(labels, dtype=torch.long)
 
@@ -152,26 +173,39 @@ def image_folder(path: str | Path) -> ImageSet:
     return ImageSet(_readable([ImageItem(f, None, f.name) for f in files], root), str(root))
 
 
+HEADER_CHECK = 1000  # files whose header is opened when a folder is listed
+
+
 def _readable(items: list[ImageItem], root: Path) -> list[ImageItem]:
-    """``items`` whose file opens as an image (the header only: cheap); the others skipped with a warning."""
+    """``items`` whose file opens as an image, the others skipped with a warning. Only the first
+    :data:`HEADER_CHECK` headers are opened (a clear early error for a folder of non-images, and a listing
+    of 100,000 files that still starts in seconds); a later file that fails to decode is skipped, with a
+    warning, when it is read."""
     good, bad = [], []
-    for item in items:
+    for position, item in enumerate(items):
+        if position >= HEADER_CHECK:
+            good.append(item)
+            continue
         try:
             with Image.open(item.source):  # type: ignore[arg-type]
                 pass
             good.append(item)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             bad.append(item.name)
     if bad and not good:
         raise DataError(f"none of the {len(bad)} image files in {str(root)!r} can be read (e.g. {bad[0]!r})")
-    if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {str(root)!r}: {shown}", stacklevel=3)
+    for name in bad[:20]:
+        warnings.warn(f"skipped unreadable image file {name!r} in {str(root)!r}", stacklevel=3)
+    if len(bad) > 20:
+        warnings.warn(f"skipped {len(bad) - 20} more unreadable image files in {str(root)!r}", stacklevel=3)
     return good
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files directly in ``folder``, sorted by name (``os.scandir``: no stat call per file)."""
+    with os.scandir(folder) as entries:
+        names = [e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
+    return [folder / name for name in sorted(names)]
 
 
 def tensor_set(

@@ -1,4 +1,5 @@
-"""Single images: read any file as a C x H x W float tensor in [0,1], convert channels, resize, crop views."""
+"""Single images: decode any file (as uint8 for the input pipeline, or float in [0,1]), convert channels,
+resize, crop evaluation views."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
+# PIL refuses images over twice this many pixels (DecompressionBombError) and warns above it; we refuse
+# above it, so a 20000 x 20000 image is one clear skip, never an out-of-memory kill.
+MAX_PIXELS = 89_478_485
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 CROP_FRACTION = 0.875  # evaluation: resize the shorter side to size / 0.875, then centre crop
 
@@ -30,6 +34,86 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {str(path)!r}: {exc}") from None
     return to_channels(torch.from_numpy(array).permute(2, 0, 1).contiguous(), channels)
+
+
+def decode_image(path: str | Path, channels: int = 3, shorter: int | None = None) -> torch.Tensor:
+    """Decode an image file as a C x H x W **uint8** tensor with ``channels`` channels (1 or 3).
+
+    With ``shorter`` the shorter side is resized to that many pixels (PIL bilinear, antialiased, on
+    uint8: the fast path of the input pipeline). JPEGs are decoded at a reduced DCT scale when that
+    still leaves at least ``shorter`` pixels (``Image.draft``). Grey, RGBA (composited on white),
+    palette, CMYK and 16-bit images are converted, EXIF orientation is applied. Raises
+    :class:`DataError` for unreadable, corrupt, animated-beyond-the-first-frame-safe or oversized
+    (decompression bomb) files.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataError(
+                    f"image {str(path)!r} is {im.width} x {im.height} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                    "(a decompression-bomb guard)"
+                )
+            if shorter is not None and im.format == "JPEG":
+                scale = shorter / min(im.width, im.height)
+                im.draft(im.mode, (math.ceil(im.width * scale), math.ceil(im.height * scale)))
+            im.load()
+            im = _oriented(im)
+            im = _to_8bit(im, channels)
+            if shorter is not None:
+                w, h = im.size
+                s = shorter / min(w, h)
+                size = (max(shorter, round(w * s)), max(shorter, round(h * s)))
+                if size != (w, h):
+                    im = im.resize(size, Image.Resampling.BILINEAR)
+            array = np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"image {str(path)!r} is over the {MAX_PIXELS:,}-pixel limit (a decompression-bomb guard)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {str(path)!r}: {exc}") from None
+    tensor = torch.from_numpy(array.copy())
+    return (tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)).contiguous()
+
+
+def _oriented(im: Image.Image) -> Image.Image:
+    """``im`` turned upright by its EXIF orientation tag (photos from cameras and phones)."""
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not lose the image
+        return im
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        from PIL import ImageOps
+
+        return ImageOps.exif_transpose(im)
+    return im
+
+
+def _to_8bit(im: Image.Image, channels: int) -> Image.Image:
+    """``im`` as an 8-bit ``L`` (channels 1) or ``RGB`` (channels 3) image; luma weights for RGB -> grey."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float32)
+        if im.mode == "F":
+            top = float(a.max()) if a.max() > 1 else 1.0
+        else:
+            top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8), mode="L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba).convert("RGB")
+    if channels == 1:
+        return im if im.mode == "L" else im.convert("L")
+    if channels == 3:
+        return im if im.mode == "RGB" else im.convert("RGB")
+    raise DataError(f"cannot convert an image to {channels} channels (use 1 or 3)")
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0,1] (any float dtype) as uint8 0..255, rounded to the nearest level."""
+    return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -83,10 +167,19 @@ def eval_views(image: torch.Tensor, size: tuple[int, int], views: int = 1) -> to
 
     ``views``: 1 centre; 2 centre + its mirror; 5 centre + four corners; 10 those five and mirrors.
     """
+    check_views(views)
+    return crop_views(resize_shorter(image, math.ceil(max(size) / CROP_FRACTION)), size, views)
+
+
+def check_views(views: int) -> None:
     if views not in (1, 2, 5, 10):
         raise DataError(f"eval views must be 1, 2, 5 or 10, got {views}")
+
+
+def crop_views(base: torch.Tensor, size: tuple[int, int], views: int = 1) -> torch.Tensor:
+    """The evaluation crops of an already resized image (any dtype): see :func:`eval_views`."""
+    check_views(views)
     h, w = size
-    base = resize_shorter(image, math.ceil(max(h, w) / CROP_FRACTION))
     _, bh, bw = base.shape
     tops = [(bh - h) // 2, 0, 0, bh - h, bh - h]
     lefts = [(bw - w) // 2, 0, bw - w, 0, bw - w]

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from .image_set import ImageSet
-from .images import CROP_FRACTION
+from .images import CROP_FRACTION, to_uint8
+from .loader import note_failed_read
 from .proxies import PROXY_NAMES, jigsaw_images, noise_images
 
 
@@ -56,6 +57,8 @@ class BatchStream:
     world_size: int = 1
 
     def __post_init__(self) -> None:
+        self._orders: dict[tuple[int, int], torch.Tensor] = {}
+        self._unreadable: set[int] = set()
         check_crop_scale(self.crop_scale)
         if not self.sources:
             raise DataError("no training data given")
@@ -65,15 +68,32 @@ class BatchStream:
             if isinstance(s, ImageSet) and len(s) == 0:
                 raise DataError(f"training source {s.description!r} has no images")
 
+    def steps_for_epochs(self, epochs: float, batch_size: int) -> int:
+        """Steps in which every image source is walked ``epochs`` times (its share of each batch)."""
+        if not epochs > 0:
+            raise DataError(f"epochs must be positive, got {epochs}")
+        sizes = [len(s) for s in self.sources if isinstance(s, ImageSet)]
+        if not sizes:
+            raise DataError("epochs need an image source (a folder or the bundled photos); give --steps instead")
+        share = max(1, batch_size // len(self.sources)) * self.world_size
+        return max(1, math.ceil(epochs * max(sizes) / share))
+
     def describe(self) -> str:
         return " + ".join(s if isinstance(s, str) else s.description for s in self.sources)
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
-        """The ``batch_size`` training images (N x C x H x W in [0,1]) for search step ``step``."""
+        """The ``batch_size`` training images (N x C x H x W float in [0,1]) for search step ``step``."""
         return self.labelled_batch(step, batch_size)[0]
 
     def labelled_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`batch` and the images' labels (``-1`` for proxy or unlabelled images)."""
+        images, labels = self.host_batch(step, batch_size)
+        return (images.float() / 255.0 if images.dtype == torch.uint8 else images), labels
+
+    def host_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch as the input pipeline holds it on the host, with its labels: **uint8** images when
+        every source is files or a proxy (proxies are quantised to 0..255), float in [0,1] when a source
+        is a tensor (kept exact). :func:`~patternscope.data.loader.to_device` converts on the device."""
         counts = [batch_size // len(self.sources)] * len(self.sources)
         for i in range(batch_size - sum(counts)):
             counts[(step + i) % len(self.sources)] += 1
@@ -84,34 +104,32 @@ class BatchStream:
             gen = _generator(self.seed, step, index, self.rank)
             if isinstance(source, str):
                 if source == "jigsaw":
-                    parts.append(jigsaw_images(count, self.input_size, gen))
+                    parts.append(to_uint8(jigsaw_images(count, self.input_size, gen)))
                 else:
-                    parts.append(noise_images(source, count, self.input_size, gen))
+                    parts.append(to_uint8(noise_images(source, count, self.input_size, gen)))
                 labels.append(torch.full((count,), -1, dtype=torch.long))
             else:
                 images, image_labels = self._crops(source, step, index, count, gen)
                 parts.append(images)
                 labels.append(image_labels)
+        if len({p.dtype for p in parts}) > 1:
+            parts = [p.float() / 255.0 if p.dtype == torch.uint8 else p for p in parts]
         return torch.cat(parts), torch.cat(labels)
 
     def _crops(
         self, images: ImageSet, step: int, index: int, count: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c, h, w = self.input_size
-        n = len(images)
         # Walk through a fresh permutation each epoch; rank r takes every world_size-th slot.
         per_step = count * self.world_size
-        out = torch.empty(count, c, h, w)
+        out = torch.empty(count, c, h, w, dtype=torch.uint8 if images.from_files else torch.float32)
         labels = torch.full((count,), -1, dtype=torch.long)
         for j in range(count):
             slot = step * per_step + j * self.world_size + self.rank
-            epoch, pos = divmod(slot, n)
-            order = torch.randperm(n, generator=_generator(self.seed, epoch, index, -1))
-            chosen = int(order[pos])
+            chosen, image = self._image_at(images, index, slot)
             label = images.items[chosen].label
             if label is not None:
                 labels[j] = int(label)
-            image = images.load(chosen, c, shorter=math.ceil(max(h, w) / CROP_FRACTION))
             crop = self._crop(image, h, w, gen)
             if self.augment:
                 flips = torch.rand(2, generator=gen)
@@ -121,6 +139,31 @@ class BatchStream:
                     crop = crop.flip(-2)
             out[j] = crop
         return out, labels
+
+    def _image_at(self, images: ImageSet, index: int, slot: int) -> tuple[int, torch.Tensor]:
+        """The image at walk position ``slot`` (its index and pixels); an image that cannot be decoded is
+        replaced by the next one in the same epoch's order (deterministic: the same in every process)."""
+        c, h, w = self.input_size
+        n = len(images)
+        epoch, pos = divmod(slot, n)
+        order = self._order(epoch, index, n)
+        for offset in range(n):
+            chosen = int(order[(pos + offset) % n])
+            try:
+                return chosen, images.load_host(chosen, c, shorter=math.ceil(max(h, w) / CROP_FRACTION))
+            except DataError:
+                if chosen not in self._unreadable:
+                    self._unreadable.add(chosen)
+                    note_failed_read(images.items[chosen].name)
+        raise DataError(f"none of the {n} images in {images.description!r} can be decoded")
+
+    def _order(self, epoch: int, index: int, n: int) -> torch.Tensor:
+        key = (epoch, index)
+        if key not in self._orders:
+            if len(self._orders) > 8:
+                self._orders.clear()
+            self._orders[key] = torch.randperm(n, generator=_generator(self.seed, epoch, index, -1))
+        return self._orders[key]
 
     def _crop(self, image: torch.Tensor, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
         _, ih, iw = image.shape
@@ -140,7 +183,9 @@ class BatchStream:
         top = int(torch.randint(0, ih - ch + 1, (1,), generator=gen))
         left = int(torch.randint(0, iw - cw + 1, (1,), generator=gen))
         crop = image[None, :, top : top + ch, left : left + cw]
-        return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
+        as_float = crop.float() / 255.0 if crop.dtype == torch.uint8 else crop
+        zoomed = F.interpolate(as_float, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+        return to_uint8(zoomed) if crop.dtype == torch.uint8 else zoomed.clamp_(0, 1)
 
 
 def epoch_batches(images: torch.Tensor, seed: int) -> Callable[[int, int], torch.Tensor]:

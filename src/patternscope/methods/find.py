@@ -3,6 +3,7 @@ shortcut :func:`find_dominant_pattern`), on the one loop in :mod:`patternscope.c
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict
@@ -17,7 +18,9 @@ from ..core.classifier import Classifier
 from ..core.objectives import Objective
 from ..core.params import AdditiveParam
 from ..core.patterns import Pattern
-from ..core.search import Batch, SearchConfig, run_search
+from ..core.search import SearchConfig, run_search
+from ..data.loader import Batch, check_workers, default_workers
+from ..data.stream import BatchStream
 from ..errors import PatternError
 from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig, make_config, make_stream, setting_of, steps_for_budget
 from .registry import METHODS, get_recipe
@@ -49,6 +52,8 @@ def find_pattern(
     checkpoint_every: int = 25,
     resume: bool = False,
     progress: bool = True,
+    workers: int | None = None,
+    epochs: float | None = None,
     **overrides: Any,
 ) -> SearchOutcome:
     """Search a universal pattern for ``model`` with any method (label-free unless the method's settings
@@ -71,6 +76,10 @@ def find_pattern(
         checkpoint: a checkpoint file, written atomically every ``checkpoint_every`` steps.
         resume: continue from ``checkpoint`` when it exists (the same result as an uninterrupted run).
         progress: show a progress bar.
+        workers: input-pipeline worker processes (default: :func:`~patternscope.data.loader.default_workers`,
+            0 on the CPU); the pattern is the same for any number.
+        epochs: walk the image data this many times (replaces ``steps``; see
+            :meth:`~patternscope.data.stream.BatchStream.steps_for_epochs`).
 
     Returns:
         The pattern (``.pattern``, budget ``eps`` in [0,1] pixel units), the best window's pattern
@@ -87,19 +96,26 @@ def find_pattern(
         if not (budget > 0 and math.isfinite(budget)):
             raise PatternError(f"budget must be a positive number of passes, got {budget}")
         config.steps = steps_for_budget(recipe, config, budget)
+    check_workers(workers)
+    if epochs is not None and budget is not None:
+        raise PatternError("give epochs or a budget, not both")
     layer = getattr(config, "layer", None)
     model.check_layer(layer)
     dev = torch.device(device) if device is not None else model.device
     model = model.to(dev)
     stream = make_stream(recipe, config, model, data)
+    if epochs is not None:
+        if stream is None:
+            raise PatternError(f"{recipe.name} uses no data, so it has no epochs; give steps instead")
+        config.steps = stream.steps_for_epochs(epochs, config.batch_size)
     batches: Callable[[int, int], Batch]
     if stream is None:
         empty = torch.empty(0)
         batches = lambda _step, _size: empty  # noqa: E731 - the objective ignores the batches
     elif recipe.labelled(config):
-        batches = stream.labelled_batch
+        batches = stream.host_batch
     else:
-        batches = stream.batch
+        batches = functools.partial(_images_only, stream)
     if recipe.param is not None:
         param = recipe.param(model.input_size, config, dev)
     else:
@@ -131,6 +147,7 @@ def find_pattern(
         budget=None if parallel and budget is not None and recipe.step_cost(config) is not None else budget,
         data_parallel=parallel,  # under torchrun: split batches
         replicated=distributed.current().active,
+        workers=0 if stream is None else (default_workers(dev) if workers is None else workers),
     )
     data_text = stream.describe() if stream is not None else "none (the pattern alone)"
     settings = {k: v for k, v in asdict(config).items() if k not in ("eps", "norm")}
@@ -158,3 +175,7 @@ def find_pattern(
         result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
     )
     return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)
+
+
+def _images_only(stream: BatchStream, step: int, batch_size: int) -> torch.Tensor:
+    return stream.host_batch(step, batch_size)[0]

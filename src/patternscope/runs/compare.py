@@ -46,6 +46,7 @@ from .options import (
     EVAL_VIEWS,
     ModelOptions,
     OutputFolder,
+    PipelineOptions,
     comma_list,
     comma_text,
     load_options_model,
@@ -104,6 +105,7 @@ class CompareConfig:
         amp: mixed precision: ``off``, ``bf16`` or ``fp16``.
         eval_views: evaluation crops per image (1, 2, 5 or 10).
         eval_batch_size: evaluation batch size.
+        workers: input-pipeline worker processes (None: the device's default); results do not depend on it.
     """
 
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -116,6 +118,7 @@ class CompareConfig:
     amp: str = "off"
     eval_views: int = 1
     eval_batch_size: int = 64
+    workers: int | None = None
 
     def method_configs(self) -> dict[str, UAPConfig]:
         """Every method's validated settings (shared ε, norm, seed and mixed precision, then its overrides);
@@ -303,6 +306,7 @@ def _run_one(
         checkpoint=folder / "checkpoint.pt" if folder is not None else None,
         resume=resume,
         progress=progress,
+        workers=config.workers,
     )
     seconds = time.perf_counter() - start
     if not distributed.current().is_main:  # rank 0 saves and evaluates
@@ -320,10 +324,17 @@ def _run_one(
             config.eval_batch_size,
             config.seed,
             outcome.result.summary(),
+            workers=config.workers,
         ).evaluation
     else:
         ev = evaluate_pattern(
-            model, pattern, evaluation, views=config.eval_views, batch_size=config.eval_batch_size, seed=config.seed
+            model,
+            pattern,
+            evaluation,
+            views=config.eval_views,
+            batch_size=config.eval_batch_size,
+            seed=config.seed,
+            workers=config.workers,
         )
     row.fooling_ratio = ev.fooling_ratio
     row.fooling_ratio_confident = ev.fooling_ratio_confident
@@ -342,16 +353,25 @@ def _run_one(
 def _finish(
     out: Path | None, model: Classifier, rows: list[MethodRow], evaluation: ImageSet, config: CompareConfig
 ) -> Comparison:
-    x, _ = evaluation.eval_tensors(model.input_size, config.eval_views)
     probe = Pattern(torch.zeros(model.input_size), parse_eps(config.eps, config.norm), config.norm)
-    ev = evaluate_pattern(model, probe, x, baselines=("sign",), seed=config.seed, batch_size=config.eval_batch_size)
+    ev = evaluate_pattern(
+        model,
+        probe,
+        evaluation,
+        views=config.eval_views,
+        baselines=("sign",),
+        seed=config.seed,
+        batch_size=config.eval_batch_size,
+        workers=config.workers,
+        examples=0,
+    )
     rnd = ev.random_baselines["sign"]
     comparison = Comparison(
         out=out,
         rows=rows,
         random_sign=rnd["fooling_ratio"],
         random_sign_confident=rnd["fooling_ratio_confident"],
-        n_images=int(x.shape[0]),
+        n_images=ev.n_images,
         eval_data=evaluation.description,
     )
     if out is None:
@@ -397,7 +417,7 @@ class _MethodsFirst(OutputFolder):
 
 
 @dataclass
-class CompareOptions(ModelOptions, _MethodsFirst):
+class CompareOptions(PipelineOptions, ModelOptions, _MethodsFirst):
     """Every option of ``patternscope compare`` (also written to its ``config.json``).
 
     ``data=None`` gives every data-using method the same default search data (photos + jigsaw);

@@ -34,7 +34,16 @@ from ..report import downstream as downstream_report
 from ..report import figures
 from .command import Command, indented_json
 from .folders import prepare_run_dir, write_run_config
-from .options import LABELLED_HELP, Flag, ModelOptions, OutputFolder, load_options_model, option, parse_model_kwargs
+from .options import (
+    LABELLED_HELP,
+    Flag,
+    ModelOptions,
+    OutputFolder,
+    PipelineOptions,
+    load_options_model,
+    option,
+    parse_model_kwargs,
+)
 
 _D = DownstreamConfig()
 BACKBONE = Flag(
@@ -43,7 +52,7 @@ BACKBONE = Flag(
 
 
 @dataclass
-class DownstreamOptions(ModelOptions, OutputFolder):
+class DownstreamOptions(PipelineOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope downstream``; ``model`` (``--backbone``) is the backbone, and the
     training settings default to :class:`~patternscope.analyses.downstream.DownstreamConfig`'s."""
 

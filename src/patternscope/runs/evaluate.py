@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .._version import __version__
 from ..core.atomic import write_json
 from ..core.classifier import Classifier
@@ -27,6 +25,7 @@ from .options import (
     EVAL_VIEWS,
     MODEL_SPEC_HELP,
     ModelOptions,
+    PipelineOptions,
     option,
     parse_input_size,
     parse_model_kwargs,
@@ -43,7 +42,7 @@ class PatternInput:
 
 
 @dataclass
-class EvaluateOptions(ModelOptions, PatternInput):
+class EvaluateOptions(PipelineOptions, ModelOptions, PatternInput):
     """Every option of ``patternscope evaluate``; the model defaults to the one the pattern was made for."""
 
     model: str | None = option(  # type: ignore[assignment]
@@ -94,10 +93,22 @@ def evaluate_into(
     batch_size: int,
     seed: int,
     search: dict[str, Any] | None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> RunSummary:
-    """Measure ``pattern`` on the ``evaluation`` images and write ``metrics.json`` (with the search record
-    ``search``) and ``examples.png`` into ``out``."""
-    ev = evaluate_pattern(model, pattern, evaluation, views=views, batch_size=batch_size, seed=seed)
+    """Measure ``pattern`` on the ``evaluation`` images (streamed, ``workers`` decoding) and write
+    ``metrics.json`` (with the search record ``search``) and ``examples.png`` into ``out``."""
+    ev = evaluate_pattern(
+        model,
+        pattern,
+        evaluation,
+        views=views,
+        batch_size=batch_size,
+        seed=seed,
+        workers=workers,
+        progress=progress,
+    )
     metrics = {
         "patternscope_version": __version__,
         "model": model.describe(),
@@ -110,16 +121,21 @@ def evaluate_into(
             "data": pattern.meta.get("data"),
             "label_free": pattern.meta.get("label_free"),
         },
-        "eval_data": {"description": evaluation.description, "images": len(evaluation), "views": views},
+        "eval_data": {
+            "description": evaluation.description,
+            "images": len(evaluation),
+            "views": views,
+            "skipped_images": ev.skipped_images,
+        },
         "evaluation": ev.to_dict(),
         "search": search,
     }
     write_json(out / "metrics.json", metrics)
     d = ev.details
-    order = _example_order(len(d["clean_pred"]))
+    order = d["example_index"]
     figures.example_grid(
         out / "examples.png",
-        d["images"][order],
+        d["images"],
         pattern.delta,
         d["clean_pred"][order].tolist(),
         d["clean_conf"][order].tolist(),
@@ -128,11 +144,6 @@ def evaluate_into(
         model.class_names,
     )
     return RunSummary(out=out, pattern=pattern, evaluation=ev, search=search or {})
-
-
-def _example_order(count: int, n: int = 8) -> torch.Tensor:
-    """Up to ``n`` example indices spread evenly over ``count`` images (deterministic)."""
-    return torch.arange(0, count, max(1, count // n))[:n]
 
 
 def evaluate_run(
@@ -169,9 +180,27 @@ def evaluate_run(
     images = open_images(opts.data)
     if opts.out is None:
         return evaluate_pattern(
-            model, pattern, images, views=opts.eval_views, batch_size=opts.batch_size, seed=opts.seed
+            model,
+            pattern,
+            images,
+            views=opts.eval_views,
+            batch_size=opts.batch_size,
+            seed=opts.seed,
+            workers=opts.workers,
+            progress=progress,
         )
-    return evaluate_into(Path(opts.out), model, pattern, images, opts.eval_views, opts.batch_size, opts.seed, None)
+    return evaluate_into(
+        Path(opts.out),
+        model,
+        pattern,
+        images,
+        opts.eval_views,
+        opts.batch_size,
+        opts.seed,
+        None,
+        workers=opts.workers,
+        progress=progress,
+    )
 
 
 def format_evaluation(ev: Evaluation) -> str:

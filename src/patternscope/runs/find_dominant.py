@@ -34,6 +34,7 @@ from .options import (
     EVAL_VIEWS,
     ModelOptions,
     OutputFolder,
+    PipelineOptions,
     load_options_model,
     option,
     parse_crop_scale,
@@ -57,7 +58,7 @@ _DOM = DominantConfig()
 
 
 @dataclass
-class FindOptions(ModelOptions, OutputFolder):
+class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope find dominant`` (also the run's ``config.json``); the method's
     settings default to :class:`~patternscope.methods.dominant.DominantConfig`'s (the paper's)."""
 
@@ -91,6 +92,11 @@ class FindOptions(ModelOptions, OutputFolder):
     eps: str = option("10/255", help="L-inf budget in [0,1] pixel units (default {default})")
     norm: str = option(_DOM.norm, help="budget norm (default {default})", choices=("linf", "l2"))
     steps: int = option(_DOM.steps, help="search steps (default {default})")
+    epochs: float | None = option(
+        None,
+        help="walk the image data this many times instead of --steps (the authors ran 10 epochs of COCO)",
+        metavar="E",
+    )
     batch_size: int = option(_DOM.batch_size, help="images per step (default {default})")
     lr: float = option(_DOM.lr, help="Adam learning rate (default {default:g})")
     weight_decay: float = option(_DOM.weight_decay, help="Adam weight decay (default {default:g})")
@@ -203,6 +209,8 @@ def find_dominant_run(
             checkpoint_every=opts.checkpoint_every,
             resume=opts.resume,
             progress=progress,
+            workers=opts.workers,
+            epochs=opts.epochs,
         ),
         ctx,
     )
@@ -214,7 +222,16 @@ def find_dominant_run(
     write_json(out / "history.json", {"loss": outcome.result.history, "best_step": outcome.result.best_step})
     figures.loss_curve(out / "loss.png", outcome.result.history, f"dominant pattern search loss ({config.loss})")
     summary = evaluate_into(
-        out, model, pattern, evaluation, opts.eval_views, opts.eval_batch_size, opts.seed, outcome.result.summary()
+        out,
+        model,
+        pattern,
+        evaluation,
+        opts.eval_views,
+        opts.eval_batch_size,
+        opts.seed,
+        outcome.result.summary(),
+        workers=opts.workers,
+        progress=progress,
     )
     return summary
 
@@ -228,7 +245,8 @@ def _check_same_options(path: Path, opts: FindOptions) -> None:
         saved = json.loads(path.read_text())["options"]
     except (OSError, ValueError, KeyError):
         return
-    ignore = {"resume", "overwrite", "steps", "device", "eval_views", "eval_batch_size", "out", "checkpoint_every"}
+    ignore = {"resume", "overwrite", "steps", "epochs", "device", "eval_views", "eval_batch_size", "out"}
+    ignore |= {"checkpoint_every", "workers"}  # how often and how fast, not what
     ignore |= {"channels_last"}  # layout only: the same search
     now = asdict(opts)
     diff = {k: (saved.get(k), v) for k, v in now.items() if k not in ignore and saved.get(k) != v}

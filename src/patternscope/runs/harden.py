@@ -47,13 +47,22 @@ from .compare import DEFAULT_BUDGET, CompareOptions, MethodFailed, compare_metho
 from .find_classwise import ClasswiseOptions, find_classwise_run
 from .folders import prepare_run_dir, write_run_config
 from .labelled import model_and_labelled_data
-from .options import LABELLED_HELP, ModelOptions, OutputFolder, comma_list, comma_text, model_fields, option
+from .options import (
+    LABELLED_HELP,
+    ModelOptions,
+    OutputFolder,
+    PipelineOptions,
+    comma_list,
+    comma_text,
+    model_fields,
+    option,
+)
 
 _H = HardenConfig()
 
 
 @dataclass
-class HardenOptions(ModelOptions, OutputFolder):
+class HardenOptions(PipelineOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope harden``; the hardening settings default to
     :class:`~patternscope.analyses.hardening.HardenConfig`'s."""
 

@@ -195,6 +195,18 @@ class OutputFolder:
     out: str = option("runs/out", help="run folder to write (created if missing)", metavar="DIR", required=True)
 
 
+@dataclass
+class PipelineOptions:
+    """``--workers``: the input pipeline's worker processes (see :mod:`patternscope.data.loader`)."""
+
+    workers: int | None = option(
+        None,
+        help="input-pipeline worker processes decoding images ahead of the model (default: 0 on the CPU, "
+        "one background thread; on a GPU one per core up to 8); results are the same for any number",
+        metavar="N",
+    )
+
+
 MODEL_SPEC_HELP = (
     f"model spec: {', '.join(BUNDLED)}, torchvision:NAME, timm:NAME, module.path:Attr or file.py:Attr (default: "
 )

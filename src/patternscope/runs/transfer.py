@@ -19,11 +19,11 @@ from ..errors import PatternError
 from ..report import figures
 from ..report import transfer as transfer_report
 from .command import Command, indented_json
-from .options import EVAL_VIEWS, option, parse_model_kwargs
+from .options import EVAL_VIEWS, PipelineOptions, option, parse_model_kwargs
 
 
 @dataclass
-class TransferOptions:
+class TransferOptions(PipelineOptions):
     """Every option of ``patternscope transfer``."""
 
     patterns: list[str] = option(
@@ -78,7 +78,14 @@ def transfer_run(opts: TransferOptions, *, progress: bool = True, log: Callable[
 
     models = [(entry, partial(loader, entry)) for entry in opts.models]
     result = transfer_matrix(
-        models, loaded, images, views=opts.eval_views, batch_size=opts.batch_size, seed=opts.seed, log=log
+        models,
+        loaded,
+        images,
+        views=opts.eval_views,
+        batch_size=opts.batch_size,
+        seed=opts.seed,
+        workers=opts.workers,
+        log=log,
     )
     if opts.out is not None:
         out = Path(opts.out)
