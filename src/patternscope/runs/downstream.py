@@ -39,7 +39,6 @@ from .options import (
     Flag,
     ModelOptions,
     OutputFolder,
-    PipelineOptions,
     load_options_model,
     option,
     parse_model_kwargs,
@@ -52,7 +51,7 @@ BACKBONE = Flag(
 
 
 @dataclass
-class DownstreamOptions(PipelineOptions, ModelOptions, OutputFolder):
+class DownstreamOptions(ModelOptions, OutputFolder):
     """Every option of ``patternscope downstream``; ``model`` (``--backbone``) is the backbone, and the
     training settings default to :class:`~patternscope.analyses.downstream.DownstreamConfig`'s."""
 

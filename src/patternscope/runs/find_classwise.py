@@ -33,13 +33,13 @@ from ..report import figures
 from .command import Command, indented_json
 from .folders import prepare_run_dir, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
-from .options import LABELLED_HELP, ModelOptions, OutputFolder, PipelineOptions, option
+from .options import LABELLED_HELP, ModelOptions, OutputFolder, option
 
 _C = ClasswiseConfig()
 
 
 @dataclass
-class ClasswiseOptions(PipelineOptions, ModelOptions, OutputFolder):
+class ClasswiseOptions(ModelOptions, OutputFolder):
     """Every option of ``patternscope find classwise``; the search settings default to
     :class:`~patternscope.analyses.classwise.ClasswiseConfig`'s (the paper's)."""
 

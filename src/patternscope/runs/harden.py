@@ -51,7 +51,6 @@ from .options import (
     LABELLED_HELP,
     ModelOptions,
     OutputFolder,
-    PipelineOptions,
     comma_list,
     comma_text,
     model_fields,
@@ -62,7 +61,7 @@ _H = HardenConfig()
 
 
 @dataclass
-class HardenOptions(PipelineOptions, ModelOptions, OutputFolder):
+class HardenOptions(ModelOptions, OutputFolder):
     """Every option of ``patternscope harden``; the hardening settings default to
     :class:`~patternscope.analyses.hardening.HardenConfig`'s."""
 
