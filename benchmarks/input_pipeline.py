@@ -1,5 +1,7 @@
 """Input pipeline throughput: 224 x 224 training crops per second from a folder of COCO-size JPEGs, for
-0 (one background thread), 1 and 2 worker processes, beside the model's bare forward+backward images/s.
+0 (one background thread), 1 and 2 worker processes, with the exact decode (torch resize, the values of
+every release) and the fast one (`fast_decode`: PIL resize, JPEG draft), beside the model's bare
+forward+backward images/s.
 
 The pipeline alone: `BatchStream.host_batch` (decode with PIL, shorter side to 256, random crop and
 flips, uint8) through `step_batches`, one epoch's walk over the first `--images` files, no decoded-image
@@ -82,18 +84,20 @@ def main() -> None:
     listing_start = time.perf_counter()
     folder = image_folder(args.folder)
     listing = time.perf_counter() - listing_start
-    subset = ImageSet(folder.items[: args.images], f"{args.images} JPEGs", cache_limit_mb=0)
+    exact = ImageSet(folder.items[: args.images], f"{args.images} JPEGs", cache_limit_mb=0)
+    fast = ImageSet(folder.items[: args.images], f"{args.images} JPEGs", cache_limit_mb=0, fast_decode=True)
     # the model first, on an idle machine (no worker processes yet)
     model = model_rate(args.model, args.device, args.batch_size, 10 if args.device == "cpu" else 30, args.amp)
     rows = []
-    for workers in args.workers:
-        rate = pipeline_rate(subset, workers, args.steps, args.batch_size, args.device)
-        rows.append({"workers": workers, "crops_per_s": round(rate, 1)})
-        print(f"workers {workers}: {rate:.1f} crops/s", flush=True)
-    base = next((r["crops_per_s"] for r in rows if r["workers"] == 1), rows[0]["crops_per_s"])
+    for decode, images in (("exact", exact), ("fast", fast)):
+        for workers in args.workers:
+            rate = pipeline_rate(images, workers, args.steps, args.batch_size, args.device)
+            rows.append({"decode": decode, "workers": workers, "crops_per_s": round(rate, 1)})
+            print(f"{decode}, workers {workers}: {rate:.1f} crops/s", flush=True)
     for r in rows:
-        r["vs_1_worker"] = round(r["crops_per_s"] / base, 3)
-    print(table(rows, ["workers", "crops_per_s", "vs_1_worker"]))
+        base = next((x["crops_per_s"] for x in rows if x["workers"] == 1 and x["decode"] == r["decode"]), None)
+        r["vs_1_worker"] = round(r["crops_per_s"] / base, 3) if base else None
+    print(table(rows, ["decode", "workers", "crops_per_s", "vs_1_worker"]))
     print(f"{args.model} bare forward+backward at batch {args.batch_size}: {model:.1f} images/s")
     print(f"listing {len(folder)} files: {listing:.2f} s; cpus available: {available_cpus()}")
     path = save(

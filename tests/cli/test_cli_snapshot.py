@@ -19,8 +19,8 @@ CHANGED_HELP = {
 }
 # options added since the snapshot (the released ones must stay as they were)
 _PIPELINE = ("find dominant", "evaluate", "compare", "transfer")  # the commands that decode images as they go
-ADDED = {command: {"workers"} for command in _PIPELINE}
-ADDED["find dominant"] = {"workers", "epochs"}
+ADDED = {command: {"workers", "fast_decode"} for command in _PIPELINE}
+ADDED["find dominant"] = {"workers", "fast_decode", "epochs"}
 
 
 def describe(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> dict[str, dict]:

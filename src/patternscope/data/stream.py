@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from .image_set import ImageSet
-from .images import CROP_FRACTION, to_uint8
+from .images import CROP_FRACTION
 from .loader import note_failed_read
 from .proxies import PROXY_NAMES, jigsaw_images, noise_images
 
@@ -92,8 +92,9 @@ class BatchStream:
 
     def host_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch as the input pipeline holds it on the host, with its labels: **uint8** images when
-        every source is files or a proxy (proxies are quantised to 0..255), float in [0,1] when a source
-        is a tensor (kept exact). :func:`~patternscope.data.loader.to_device` converts on the device."""
+        every source is a folder of files cropped at a fixed scale (the paper's recipe), float in [0,1]
+        otherwise (proxies, zoomed crops and tensors, exactly as computed).
+        :func:`~patternscope.data.loader.to_device` converts on the device."""
         counts = [batch_size // len(self.sources)] * len(self.sources)
         for i in range(batch_size - sum(counts)):
             counts[(step + i) % len(self.sources)] += 1
@@ -104,9 +105,9 @@ class BatchStream:
             gen = _generator(self.seed, step, index, self.rank)
             if isinstance(source, str):
                 if source == "jigsaw":
-                    parts.append(to_uint8(jigsaw_images(count, self.input_size, gen)))
+                    parts.append(jigsaw_images(count, self.input_size, gen))
                 else:
-                    parts.append(to_uint8(noise_images(source, count, self.input_size, gen)))
+                    parts.append(noise_images(source, count, self.input_size, gen))
                 labels.append(torch.full((count,), -1, dtype=torch.long))
             else:
                 images, image_labels = self._crops(source, step, index, count, gen)
@@ -122,7 +123,8 @@ class BatchStream:
         c, h, w = self.input_size
         # Walk through a fresh permutation each epoch; rank r takes every world_size-th slot.
         per_step = count * self.world_size
-        out = torch.empty(count, c, h, w, dtype=torch.uint8 if images.from_files else torch.float32)
+        as_bytes = images.from_files and (self.crop_scale is None or not self.augment)
+        out = torch.empty(count, c, h, w, dtype=torch.uint8 if as_bytes else torch.float32)
         labels = torch.full((count,), -1, dtype=torch.long)
         for j in range(count):
             slot = step * per_step + j * self.world_size + self.rank
@@ -184,8 +186,9 @@ class BatchStream:
         left = int(torch.randint(0, iw - cw + 1, (1,), generator=gen))
         crop = image[None, :, top : top + ch, left : left + cw]
         as_float = crop.float() / 255.0 if crop.dtype == torch.uint8 else crop
-        zoomed = F.interpolate(as_float, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
-        return to_uint8(zoomed) if crop.dtype == torch.uint8 else zoomed.clamp_(0, 1)
+        return F.interpolate(as_float, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(
+            0, 1
+        )
 
 
 def epoch_batches(images: torch.Tensor, seed: int) -> Callable[[int, int], torch.Tensor]:

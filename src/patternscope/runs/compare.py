@@ -52,6 +52,7 @@ from .options import (
     load_options_model,
     option,
     parse_model_kwargs,
+    use_fast_decode,
 )
 
 DEFAULT_BUDGET = 3200  # passes: 100 steps of dominant patterns at batch 32 (about 75 s on 2 CPU cores)
@@ -106,6 +107,8 @@ class CompareConfig:
         eval_views: evaluation crops per image (1, 2, 5 or 10).
         eval_batch_size: evaluation batch size.
         workers: input-pipeline worker processes (None: the device's default); results do not depend on it.
+        fast_decode: decode images the fast way (PIL resize on uint8, JPEG draft; values within a level
+            or two of the exact decoding).
     """
 
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -119,6 +122,7 @@ class CompareConfig:
     eval_views: int = 1
     eval_batch_size: int = 64
     workers: int | None = None
+    fast_decode: bool = False
 
     def method_configs(self) -> dict[str, UAPConfig]:
         """Every method's validated settings (shared ε, norm, seed and mixed precision, then its overrides);
@@ -226,6 +230,7 @@ def compare_patterns(
     if device is not None:
         model = model.to(resolve_device(device))
     evaluation = open_images(eval_data)
+    use_fast_decode([evaluation], config.fast_decode)
     shared = list(DEFAULT_DATA) if data is None else data
     root = Path(out) if out is not None else None
     eps = parse_eps(config.eps, config.norm)
@@ -249,6 +254,8 @@ def compare_patterns(
         # the same search data for every method, unless asked for each paper's own (or a range prior)
         own = config.paper_data or getattr(method_config, "prior", None) == "range"
         stream = make_stream(recipe, method_config, model, (list(recipe.default_data) or None) if own else shared)
+        if stream is not None:
+            use_fast_decode(stream.sources, config.fast_decode)
         row = MethodRow(
             method=name,
             title=recipe.title,

@@ -29,6 +29,7 @@ from .options import (
     option,
     parse_input_size,
     parse_model_kwargs,
+    use_fast_decode,
 )
 
 EVALUATION_FILES = ("metrics.json", "examples.png")
@@ -178,6 +179,7 @@ def evaluate_run(
     )
     pattern.check_fits(model.input_size)
     images = open_images(opts.data)
+    use_fast_decode([images], opts.fast_decode)
     if opts.out is None:
         return evaluate_pattern(
             model,

@@ -39,6 +39,7 @@ from .options import (
     option,
     parse_crop_scale,
     parse_model_kwargs,
+    use_fast_decode,
 )
 
 RUN_FILES = (
@@ -191,6 +192,7 @@ def find_dominant_run(
     model = load_options_model(opts, device, model_kwargs)
     model.check_layer(opts.layer)
     train, evaluation = resolve_data(opts.data, opts.eval_data, opts.holdout, opts.seed)
+    use_fast_decode([*train, evaluation], opts.fast_decode)
     if ctx.is_main:
         write_run_config(out, COMMAND.name, opts)
     parallel = f"; data-parallel over {ctx.world_size} processes ({ctx.backend})" if ctx.active else ""

@@ -15,7 +15,7 @@ options, then its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 
 from ..core.classifier import Classifier
 from ..core.models import BUNDLED, DEFAULT_MODEL, load_model
+from ..data.image_set import ImageSet
 from ..data.labelled import BUILTIN_LABELLED
 from ..data.photos import BUNDLED_NAMES
 from ..data.proxies import PROXY_NAMES
@@ -205,6 +206,18 @@ class PipelineOptions:
         "one background thread; on a GPU one per core up to 8); results are the same for any number",
         metavar="N",
     )
+    fast_decode: bool = option(
+        False,
+        help="resize images in PIL on uint8 with JPEG draft decoding: about 1.7x the images/s per core, "
+        "values within a level or two of the exact (default) decoding",
+    )
+
+
+def use_fast_decode(sources: Iterable[object], fast: bool) -> None:
+    """Set ``fast_decode`` on every :class:`~patternscope.data.image_set.ImageSet` among ``sources``."""
+    for source in sources:
+        if isinstance(source, ImageSet):
+            source.fast_decode = fast
 
 
 MODEL_SPEC_HELP = (

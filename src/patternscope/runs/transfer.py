@@ -19,7 +19,7 @@ from ..errors import PatternError
 from ..report import figures
 from ..report import transfer as transfer_report
 from .command import Command, indented_json
-from .options import EVAL_VIEWS, PipelineOptions, option, parse_model_kwargs
+from .options import EVAL_VIEWS, PipelineOptions, option, parse_model_kwargs, use_fast_decode
 
 
 @dataclass
@@ -61,6 +61,7 @@ def transfer_run(opts: TransferOptions, *, progress: bool = True, log: Callable[
     kwargs = parse_model_kwargs(opts.model_kwargs)
     loaded = [(str(p), Pattern.load(pattern_file(p))) for p in opts.patterns]
     images = open_images(opts.data)
+    use_fast_decode([images], opts.fast_decode)
     if opts.out is not None:
         Path(opts.out).mkdir(parents=True, exist_ok=True)
     device = resolve_device(opts.device)
