@@ -34,15 +34,7 @@ from ..report import downstream as downstream_report
 from ..report import figures
 from .command import Command, indented_json
 from .folders import prepare_run_dir, write_run_config
-from .options import (
-    LABELLED_HELP,
-    Flag,
-    ModelOptions,
-    OutputFolder,
-    load_options_model,
-    option,
-    parse_model_kwargs,
-)
+from .options import LABELLED_HELP, Flag, ModelOptions, OutputFolder, load_options_model, option, parse_model_kwargs
 
 _D = DownstreamConfig()
 BACKBONE = Flag(

@@ -47,15 +47,7 @@ from .compare import DEFAULT_BUDGET, CompareOptions, MethodFailed, compare_metho
 from .find_classwise import ClasswiseOptions, find_classwise_run
 from .folders import prepare_run_dir, write_run_config
 from .labelled import model_and_labelled_data
-from .options import (
-    LABELLED_HELP,
-    ModelOptions,
-    OutputFolder,
-    comma_list,
-    comma_text,
-    model_fields,
-    option,
-)
+from .options import LABELLED_HELP, ModelOptions, OutputFolder, comma_list, comma_text, model_fields, option
 
 _H = HardenConfig()
 
