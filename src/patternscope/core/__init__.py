@@ -11,7 +11,7 @@
 - :mod:`~patternscope.core.distributed`: ``torchrun`` process groups, sharding, all-reduce;
 - :mod:`~patternscope.core.predict`: the one batched prediction;
 - :mod:`~patternscope.core.metrics`: fooling ratio, dominance, agreement, accuracy, random baselines;
-- :mod:`~patternscope.core.atomic`, :mod:`~patternscope.core.runtime`: atomic files, allocator tuning.
+- :mod:`~patternscope.core.atomic`: atomic files (allocator tuning is :mod:`patternscope.runtime`, below every floor).
 
 The engine persists its own objects (patterns, search checkpoints), always atomically, but never writes a
 run folder: that is :mod:`patternscope.runs`.

@@ -25,11 +25,11 @@ import torch
 from ..data.image_set import ImageSet
 from ..data.loader import default_workers, eval_batches, to_device
 from ..errors import DataError
+from ..runtime import release_free_memory
 from .classifier import Classifier
 from .models import on_device
 from .patterns import Pattern
 from .predict import Predictions, predict
-from .runtime import release_free_memory
 
 TOPK = (1, 3, 5)
 

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelSpecError, WeightsError
+from ..runtime import tune_cpu_allocator
 from .classifier import Classifier
-from .runtime import tune_cpu_allocator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -21,9 +21,9 @@ import torch
 
 from ..data.loader import Batch, step_batches, to_device
 from ..errors import RunDirError, SearchDivergedError
+from ..runtime import tune_cpu_allocator
 from . import distributed
 from .atomic import atomic_path
-from .runtime import tune_cpu_allocator
 
 CHECKPOINT_FORMAT = 1
 
