@@ -117,7 +117,7 @@ def transfer_matrix(
         for i in range(len(named_patterns)):
             fooling[i][j] = fooling_ratio(clean, got.predictions(f"pattern {i}").top1)
         random_sign.append(fooling_ratio(clean, got.predictions("sign").top1))
-        n_images = got.n_images
+        n_images = got.count
         log(f"{entry}: " + ", ".join(f"{row[j]:.3f}" for row in fooling))
     return Transfer(
         [n for n, _ in named_patterns],

@@ -14,7 +14,6 @@ All metrics are computed on clip(x + δ, 0, 1), a valid image. Definitions (Ye e
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -144,7 +143,6 @@ class Collected:
     examples: list[torch.Tensor] = field(default_factory=list)
     example_index: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
     @classmethod
     def empty(cls, names: Sequence[str], capacity: int, k: int) -> Collected:
@@ -160,10 +158,6 @@ class Collected:
     @property
     def labels(self) -> torch.Tensor:
         return self.label_buffer[: self.count]
-
-    @property
-    def n_images(self) -> int:
-        return self.count
 
 
 def stream_predictions(
@@ -193,7 +187,6 @@ def stream_predictions(
     wanted = set(_example_order(expected, examples).tolist())
     got = Collected.empty(list(deltas), expected, min(5, model.num_classes))
     batches = 0
-    t0 = time.perf_counter()
     bar = tqdm(total=expected, unit="image", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     try:
         for host, y, skipped in _host_batches(images, labels, model, views, batch_size, workers):
@@ -220,7 +213,6 @@ def stream_predictions(
                 release_free_memory()
     finally:
         bar.close()
-    got.seconds = time.perf_counter() - t0
     if got.count == 0:
         what = images.description if isinstance(images, ImageSet) else "the image tensor"
         raise DataError(f"none of the {len(images)} images in {what} can be decoded")

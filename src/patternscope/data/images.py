@@ -38,7 +38,7 @@ def _read(path: str | Path, channels: int) -> tuple[torch.Tensor, bool]:
     mixed down from RGB to grey)."""
     with _opened(path) as im:
         im = _oriented(im)
-        deep = im.mode in ("I;16", "I;16B", "I;16L", "I", "F")
+        deep = im.mode in _DEEP_MODES
         array = _pil_to_array(im)
     mixed = array.shape[-1] == 3 and channels == 1
     return to_channels(array.permute(2, 0, 1).contiguous(), channels), not (deep or mixed)
@@ -119,22 +119,40 @@ def _oriented(im: Image.Image) -> Image.Image:
 
 def _to_8bit(im: Image.Image, channels: int) -> Image.Image:
     """``im`` as an 8-bit ``L`` (channels 1) or ``RGB`` (channels 3) image; luma weights for RGB -> grey."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float32)
-        if im.mode == "F":
-            top = float(a.max()) if a.max() > 1 else 1.0
-        else:
-            top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8), mode="L")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, rgba).convert("RGB")
+    deep = _deep_values(im)
+    if deep is not None:
+        im = Image.fromarray(np.rint(deep * 255.0).astype(np.uint8), mode="L")
+    im = _flatten_alpha(im)
     if channels == 1:
         return im if im.mode == "L" else im.convert("L")
     if channels == 3:
         return im if im.mode == "RGB" else im.convert("RGB")
     raise DataError(f"cannot convert an image to {channels} channels (use 1 or 3)")
+
+
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _deep_values(im: Image.Image) -> np.ndarray | None:
+    """H x W float32 in [0,1] for a 16-bit, 32-bit integer or float image (None for other modes): 16-bit
+    and integer values above 255 over 65535, others over 255; floats over their maximum when above 1."""
+    if im.mode not in _DEEP_MODES:
+        return None
+    a = np.asarray(im, dtype=np.float32)
+    if im.mode == "F":
+        top = float(a.max()) if a.max() > 1 else 1.0
+    else:
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+    return np.clip(a / top, 0, 1)
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """An image with transparency composited on white (as RGB); others unchanged."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -144,21 +162,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def _pil_to_array(im: Image.Image) -> torch.Tensor:
     """H x W x C float32 in [0,1] for any PIL mode (8-bit values divided by 255, as in every release)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float32)
-        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        return torch.from_numpy(np.clip(a / top, 0, 1)[..., None])
-    if im.mode == "F":
-        a = np.asarray(im, dtype=np.float32)
-        a = a / a.max() if a.max() > 1 else a
-        return torch.from_numpy(np.clip(a, 0, 1)[..., None])
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, rgba).convert("RGB")
-    elif im.mode in ("1", "L"):
+    deep = _deep_values(im)
+    if deep is not None:
+        return torch.from_numpy(deep[..., None])
+    im = _flatten_alpha(im)
+    if im.mode == "1":
         im = im.convert("L")
-    elif im.mode != "RGB":
+    elif im.mode not in ("L", "RGB"):
         im = im.convert("RGB")
     t = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).float() / 255.0
     return t[..., None] if t.ndim == 2 else t
