@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import save, table
+from input_pipeline import pipeline_rate
 from jpeg_folder import make_folder
 
 from patternscope import find_pattern, load_model
@@ -39,7 +40,7 @@ from patternscope.core.objectives import dominant_cosine
 from patternscope.core.params import AdditiveParam
 from patternscope.core.search import SearchConfig, run_search
 from patternscope.data import BatchStream, ImageSet, bundled_photos, image_folder
-from patternscope.data.loader import available_cpus, step_batches
+from patternscope.data.loader import available_cpus
 
 START = time.perf_counter()
 
@@ -106,23 +107,8 @@ def loop_rate(model: Any, images: ImageSet, device: str, batch: int, steps: int,
         workers=workers,
         window=10**9,
     )
-    run_search(param, objective, lambda s, b: stream.host_batch(s, b)[0], config, on_step=on_step)
+    run_search(param, objective, stream.host_images, config, on_step=on_step)
     return (steps - warm) * batch / (marks[steps] - marks[warm])
-
-
-def pipeline_rate(images: ImageSet, workers: int, batch: int, steps: int, device: str) -> float:
-    stream = BatchStream([images], (3, 224, 224), seed=0)
-    it = step_batches(stream.host_batch, batch, range(steps + 3), workers=workers, device=device)
-    for _ in range(3):
-        next(it)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        batch_ = next(it)
-        batch_[0].to(device, non_blocking=True)
-    sync(device)
-    rate = steps * batch / (time.perf_counter() - t0)
-    it.close()
-    return rate
 
 
 def gpu_decode_rate(files: list[Path], batch: int, steps: int, device: str) -> float:
@@ -201,7 +187,7 @@ def main() -> None:
             for w in [0, 4, 8, cpus - 1] if not quick else [0, 2]:
                 if left(args.limit) < 150 or w < 0:
                     continue
-                rate = pipeline_rate(cache_free, w, 64 if not quick else 8, 40 if not quick else 4, device)
+                rate = pipeline_rate(cache_free, w, 40 if not quick else 4, 64 if not quick else 8, device)
                 decode = "fast" if fast else "exact"
                 pipe.append({"source": f"CPU, {w} workers, {decode} decode", "crops_per_s": round(rate, 1)})
                 print(pipe[-1], flush=True)

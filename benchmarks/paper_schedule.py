@@ -69,7 +69,7 @@ def main() -> None:
         workers=workers,
     )
     objective = dominant_cosine(model, param.delta)
-    run_search(param, objective, lambda s, b: stream.host_batch(s, b)[0], config, on_step=on_step)
+    run_search(param, objective, stream.host_images, config, on_step=on_step)
     rate = (args.slice - 5) * args.batch_size / (marks[args.slice] - marks[5])
     passes = steps_coco * args.batch_size
     row = {

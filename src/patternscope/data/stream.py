@@ -90,6 +90,10 @@ class BatchStream:
         images, labels = self.host_batch(step, batch_size)
         return (images.float() / 255.0 if images.dtype == torch.uint8 else images), labels
 
+    def host_images(self, step: int, batch_size: int) -> torch.Tensor:
+        """:meth:`host_batch` without the labels (what a label-free search is given)."""
+        return self.host_batch(step, batch_size)[0]
+
     def host_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch as the input pipeline holds it on the host, with its labels: **uint8** images when
         every source is a folder of files cropped at a fixed scale (the paper's recipe), float in [0,1]

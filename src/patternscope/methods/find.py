@@ -3,7 +3,6 @@ shortcut :func:`find_dominant_pattern`), on the one loop in :mod:`patternscope.c
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict
@@ -20,7 +19,6 @@ from ..core.params import AdditiveParam
 from ..core.patterns import Pattern
 from ..core.search import SearchConfig, run_search
 from ..data.loader import Batch, check_workers, default_workers
-from ..data.stream import BatchStream
 from ..errors import PatternError
 from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig, make_config, make_stream, setting_of, steps_for_budget
 from .registry import METHODS, get_recipe
@@ -115,7 +113,7 @@ def find_pattern(
     elif recipe.labelled(config):
         batches = stream.host_batch
     else:
-        batches = functools.partial(_images_only, stream)
+        batches = stream.host_images
     if recipe.param is not None:
         param = recipe.param(model.input_size, config, dev)
     else:
@@ -175,7 +173,3 @@ def find_pattern(
         result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
     )
     return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)
-
-
-def _images_only(stream: BatchStream, step: int, batch_size: int) -> torch.Tensor:
-    return stream.host_batch(step, batch_size)[0]
