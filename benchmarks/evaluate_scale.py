@@ -66,11 +66,8 @@ def _tree_memory_mb(pid: int) -> tuple[float, float]:
     return own, total
 
 
-def run_evaluate(pattern: Path, folder: Path, model: list[str], workers: int, batch: int) -> dict:
-    """One `patternscope evaluate` process: its wall time, peak RSS and JSON output."""
-    argv = [sys.executable, "-m", "patternscope", "evaluate", "--pattern", str(pattern), *model]
-    argv += ["--data", str(folder), "--workers", str(workers), "--batch-size", str(batch), "--device", "cpu"]
-    argv += ["--json", "--quiet"]
+def run_measured(argv: list[str]) -> dict:
+    """Run ``argv`` as its own process: its wall time, peak memory (sampled every 0.2 s) and stdout."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_main, peak_tree = 0.0, 0.0
@@ -84,16 +81,25 @@ def run_evaluate(pattern: Path, folder: Path, model: list[str], workers: int, ba
     seconds = time.perf_counter() - t0
     out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     if status != 0:
-        raise SystemExit(f"evaluate failed ({status}): {err[-2000:]}")
-    result = json.loads(out)
+        raise SystemExit(f"{' '.join(argv[:5])} ... failed ({status}): {err[-2000:]}")
     # ru_maxrss of a waited child is the larger of its own peak and its largest child's (a worker)
     return {
         "seconds": seconds,
         "peak_rss_mb": peak_main,
         "peak_any_process_mb": usage.ru_maxrss / 1024,
         "peak_tree_mb": peak_tree,
-        "result": result,
+        "stdout": out,
     }
+
+
+def run_evaluate(pattern: Path, folder: Path, model: list[str], workers: int, batch: int) -> dict:
+    """One `patternscope evaluate` process: its wall time, peak RSS and JSON output."""
+    argv = [sys.executable, "-m", "patternscope", "evaluate", "--pattern", str(pattern), *model]
+    argv += ["--data", str(folder), "--workers", str(workers), "--batch-size", str(batch), "--device", "cpu"]
+    argv += ["--json", "--quiet"]
+    run = run_measured(argv)
+    run["result"] = json.loads(run.pop("stdout"))
+    return run
 
 
 def bare_forward_rate(spec: str, batch: int, steps: int = 8) -> float:

@@ -149,13 +149,13 @@ def test_harden_command_writes_weights_results_and_report(harden_dir, digits):
         assert (out / name).is_file(), name
     assert not (out / "harden_checkpoint.pt").exists()
     # the saved weights load with --weights and give the accuracy the run reports on its held-out split
-    from patternscope.data import open_labelled, stratified_split
+    from patternscope.data import open_labelled, stratified_split, take
 
     model = load_model(TINY_SPEC, str(out / "hardened.safetensors"))
     labelled = open_labelled(str(tree), model.input_size)
     _, held = stratified_split(labelled.labels, 0.3, 0)
     with torch.no_grad():
-        acc = (model(labelled.images[held]).argmax(1) == labelled.labels[held]).float().mean().item()
+        acc = (model(take(labelled.images, held)).argmax(1) == labelled.labels[held]).float().mean().item()
     assert acc == pytest.approx(h["accuracy_after"], abs=1e-6)
     html = (out / "report.html").read_text()
     for anchor in ("summary", "methods", "patterns", "training", "classwise", "runs", "settings"):

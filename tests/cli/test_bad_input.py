@@ -155,6 +155,11 @@ CASES = [
         "larger than the",
     ),
     (
+        "negative image cache",
+        lambda o, f, w, d: _classwise(o, f, w, d, "--class", "1", "--cache-mb", "-1"),
+        "--cache-mb",
+    ),
+    (
         "config with a misspelt option",
         lambda o, f, w, d: ["--config", str(f["bad_toml"]), "--out", str(o)],
         "batch-size",
@@ -177,6 +182,19 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(
 
 def test_at_least_fifteen_kinds():
     assert len(CASES) >= 15
+
+
+def test_a_labelled_file_that_fails_to_decode_mid_run_is_named(tmp_path, tiny_weights, digit_folders, capsys):
+    import shutil
+
+    tree = shutil.copytree(digit_folders["test"], tmp_path / "tree")
+    broken = sorted(tree.rglob("*.png"))[-1]
+    broken.write_bytes(broken.read_bytes()[:60])  # its header opens, its pixels do not: found when it is read
+    argv = _classwise(tmp_path / "run", None, tiny_weights, {"test": tree}, "--class", "1", "--steps", "2")
+    assert main(argv) == EXIT_USER
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and broken.name in lines[0] and "Traceback" not in err, err
 
 
 def test_resume_with_another_model_is_refused(tmp_path, tiny_weights, digit_folders, files, capsys):

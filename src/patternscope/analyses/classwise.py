@@ -24,8 +24,9 @@ from ..core.models import on_device
 from ..core.objectives import classwise_loss
 from ..core.params import MaskCanvasParam
 from ..core.patterns import ClasswisePattern, top_k_mask
-from ..core.predict import class_probabilities, predicted_class
+from ..core.predict import predicted_class, probability_batches
 from ..core.search import SearchConfig, SearchResult, run_search
+from ..data.bank import Images, take
 from ..data.stream import epoch_batches
 from ..errors import DataError, PatternError
 
@@ -85,16 +86,18 @@ class ClasswiseConfig:
 
 
 def choose_canvas(
-    model: Classifier, images: torch.Tensor, labels: torch.Tensor, target: int, probs: torch.Tensor | None = None
+    model: Classifier, images: Images, labels: torch.Tensor, target: int, probs: torch.Tensor | None = None
 ) -> int:
     """Index of the image labelled ``target`` that the model classifies as ``target`` most confidently.
 
-    Falls back to the most confident ``target`` prediction among all images when no labelled image of the
-    class is classified as it.
+    Falls back to the most confident ``target`` prediction among the images labelled ``target`` when the
+    model classifies none of them as it, then among all images. ``probs`` (N x classes) reuses a softmax
+    already computed; without it the images are streamed (:func:`best_canvases`).
     """
-    p = probs if probs is not None else class_probabilities(model, images)
-    score = p[:, target].clone()
-    own = (labels == target) & (p.argmax(1) == target)
+    if probs is None:
+        return int(best_canvases(model, images, labels)[target])
+    score = probs[:, target].clone()
+    own = (labels == target) & (probs.argmax(1) == target)
     if own.any():
         score[~own] = -1
     elif (labels == target).any():
@@ -102,7 +105,35 @@ def choose_canvas(
     return int(score.argmax())
 
 
-def spread_examples(images: torch.Tensor, labels: torch.Tensor, n: int = 8) -> torch.Tensor:
+@torch.no_grad()
+def best_canvases(model: Classifier, images: Images, labels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """:func:`choose_canvas` for every class in one streamed pass (memory O(batch + classes), not
+    O(images x classes)): the canvas index of each class (``classes``, int64; -1 when there are no images)."""
+    k = model.num_classes
+    best = torch.full((3, k), -1.0)  # tiers: labelled and classified as the class; labelled; any image
+    where = torch.full((3, k), -1, dtype=torch.long)
+    classes = torch.arange(k)
+    start = 0
+    for probs in probability_batches(model, images, batch_size):
+        p = probs.cpu()
+        y = labels[start : start + len(p)]
+        labelled = y[:, None] == classes[None, :]
+        tiers = (labelled & (p.argmax(1)[:, None] == classes[None, :]), labelled, torch.ones_like(labelled))
+        for tier, mask in enumerate(tiers):
+            score = torch.where(mask, p, torch.tensor(-1.0))
+            at = score.argmax(0)  # the first of equal maxima, as argmax over the whole set picks
+            top = score.gather(0, at[None])[0]
+            better = top > best[tier]
+            best[tier] = torch.where(better, top, best[tier])
+            where[tier] = torch.where(better, at + start, where[tier])
+        start += len(p)
+    found = where[2].clone()
+    for tier in (1, 0):  # a higher tier wins wherever it found an image
+        found = torch.where(where[tier] >= 0, where[tier], found)
+    return found
+
+
+def spread_examples(images: Images, labels: torch.Tensor, n: int = 8) -> torch.Tensor:
     """Up to ``n`` images, one per class in turn (first of each class, then second, ...), for figures."""
     order: list[int] = []
     by_class = [torch.nonzero(labels == c).flatten().tolist() for c in torch.unique(labels).tolist()]
@@ -112,10 +143,11 @@ def spread_examples(images: torch.Tensor, labels: torch.Tensor, n: int = 8) -> t
             if depth < len(idx) and len(order) < n:
                 order.append(idx[depth])
         depth += 1
-    return images[torch.tensor(order, dtype=torch.long)]
+    return take(images, torch.tensor(order, dtype=torch.long))
 
 
-def other_classes(images: torch.Tensor, labels: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+def other_classes(images: Images, labels: torch.Tensor, target: int) -> tuple[Images, torch.Tensor]:
+    """The images (and labels) of every class but ``target`` (a view for an :class:`ImageBank`)."""
     keep = labels != target
     return images[keep], labels[keep]
 
@@ -140,7 +172,7 @@ class ClasswiseResult:
 def find_classwise_pattern(
     model: Classifier,
     target: int,
-    search_images: torch.Tensor,
+    search_images: Images,
     canvas: torch.Tensor,
     config: ClasswiseConfig | None = None,
     *,
@@ -155,7 +187,8 @@ def find_classwise_pattern(
     Args:
         model: the classifier (inputs in [0,1]).
         target: the class index the pattern should make the model predict.
-        search_images: images of the other classes (N x C x H x W in [0,1], the model's input size).
+        search_images: images of the other classes (N x C x H x W in [0,1], the model's input size; a
+            tensor or an :class:`~patternscope.data.bank.ImageBank` read batch by batch).
         canvas: an image of class ``target`` (C x H x W) whose pixels the pattern is cut from.
         config: :class:`ClasswiseConfig` (the paper's settings by default).
         device: where to search (default: the model's device; the model is moved there).
@@ -232,14 +265,14 @@ class PredictivePower:
 
 
 def predictive_power(
-    model: Classifier, pattern: ClasswisePattern, images: torch.Tensor, labels: torch.Tensor
+    model: Classifier, pattern: ClasswisePattern, images: Images, labels: torch.Tensor
 ) -> PredictivePower:
     """Share of images of other classes classified as the target once stamped, overall and per source class,
     next to the share classified as the target without the pattern."""
     x, y = other_classes(images, labels, pattern.target)
     if x.shape[0] == 0:
         raise DataError(f"no evaluation images of classes other than {pattern.target}")
-    hit = predicted_class(model, pattern.stamp(x)) == pattern.target
+    hit = predicted_class(model, x, apply=pattern.stamp) == pattern.target
     clean = predicted_class(model, x) == pattern.target
     per = {
         int(c): {
@@ -255,14 +288,13 @@ def predictive_power(
 
 
 @torch.no_grad()
-def success_at_k(model: Classifier, pattern: ClasswisePattern, images: torch.Tensor, k: int) -> float:
+def success_at_k(model: Classifier, pattern: ClasswisePattern, images: Images, k: int) -> float:
     """Attack success of ``pattern`` cut to its top ``k`` pixels on ``images`` (all of other classes)."""
-    return float((predicted_class(model, pattern.with_k(k).stamp(images)) == pattern.target).float().mean())
+    stamp = pattern.with_k(k).stamp
+    return float((predicted_class(model, images, apply=stamp) == pattern.target).float().mean())
 
 
-def smallest_k(
-    model: Classifier, pattern: ClasswisePattern, images: torch.Tensor, rate: float = 0.9
-) -> tuple[int, float]:
+def smallest_k(model: Classifier, pattern: ClasswisePattern, images: Images, rate: float = 0.9) -> tuple[int, float]:
     """Binary search for the fewest top pixels whose stamp reaches ``rate`` success on ``images`` (other
     classes only). Returns (k, success at k); k = H*W + 1 and the full-stamp success when even every
     pixel falls short. Assumes success grows with k (true up to noise: more pixels of the same stamp)."""

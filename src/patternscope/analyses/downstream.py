@@ -21,6 +21,7 @@ from ..core.classifier import Classifier
 from ..core.metrics import evaluate_pattern
 from ..core.patterns import Pattern
 from ..core.predict import predicted_class
+from ..data.bank import Images, take
 from ..errors import ModelSpecError, PatternError
 
 HEADS = ("linear", "last-block")
@@ -127,9 +128,9 @@ class TrainReport:
 
 def train_downstream(
     model: DownstreamModel,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
-    x_test: torch.Tensor,
+    x_test: Images,
     y_test: torch.Tensor,
     config: DownstreamConfig,
     *,
@@ -155,7 +156,7 @@ def train_downstream(
         with torch.no_grad():
             feats = torch.cat(
                 [
-                    model.features(x[i : i + 128].to(device), f"{model.head_name}:in").flatten(1)
+                    model.features(take(x, slice(i, i + 128)).to(device), f"{model.head_name}:in").flatten(1)
                     for i in range(0, len(x), 128)
                 ]
             )
@@ -166,9 +167,10 @@ def train_downstream(
             idx = order[i : i + config.batch_size]
             target = y[idx].to(device)
             with torch.enable_grad():
-                logits = (
-                    head(feats[idx]) if config.head == "linear" else model.net(_normalise(model, x[idx].to(device)))
-                )
+                if config.head == "linear":
+                    logits = head(feats[idx])
+                else:
+                    logits = model.net(_normalise(model, take(x, idx).to(device)))
                 loss = nn.functional.cross_entropy(logits, target)
                 opt.zero_grad()
                 loss.backward()
@@ -185,7 +187,7 @@ def _normalise(model: Classifier, x: torch.Tensor) -> torch.Tensor:
     return (x - model.mean) / model.std
 
 
-def accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(model: Classifier, x: Images, y: torch.Tensor) -> float:
     """Top-1 accuracy of ``model`` on images ``x`` in [0,1] with labels ``y``."""
     with torch.no_grad():
         return float((predicted_class(model, x) == y).float().mean())
@@ -211,7 +213,7 @@ class DownstreamResult:
 def measure_downstream(
     downstream: Classifier,
     pattern: Pattern,
-    x_test: torch.Tensor,
+    x_test: Images,
     y_test: torch.Tensor,
     own: Pattern | None = None,
     seed: int = 0,

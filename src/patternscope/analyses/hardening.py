@@ -40,6 +40,7 @@ from ..core.models import on_device
 from ..core.patterns import NORMS, project
 from ..core.predict import predict
 from ..core.search import SearchInterrupted
+from ..data.bank import Images, take
 from ..errors import HardeningError, PatternError, SearchDivergedError
 
 CHECKPOINT_VERSION = 1
@@ -161,7 +162,7 @@ class HardenResult:
 
 
 def _held_out_scores(
-    model: Classifier, x: torch.Tensor, y: torch.Tensor, deltas: torch.Tensor, batch_size: int
+    model: Classifier, x: Images, y: torch.Tensor, deltas: torch.Tensor, batch_size: int
 ) -> tuple[float, float]:
     """(clean accuracy, mean fooling ratio of the pool's patterns) on held-out images."""
     clean = predict(model, x, batch_size).top1
@@ -218,9 +219,9 @@ def _state_copy(model: Classifier) -> dict[str, torch.Tensor]:
 
 def harden_model(
     model: Classifier,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
-    held_x: torch.Tensor,
+    held_x: Images,
     held_y: torch.Tensor,
     config: HardenConfig | None = None,
     *,
@@ -235,7 +236,7 @@ def harden_model(
 
     Args:
         model: the classifier to harden (left unchanged; inputs in [0,1]).
-        x: training images (N x C x H x W in [0,1]).
+        x: training images (N x C x H x W in [0,1]; a tensor, or an image bank read batch by batch).
         y: their labels (N).
         held_x: held-out images for the accuracy bound (never trained on).
         held_y: their labels.
@@ -328,7 +329,7 @@ def harden_model(
             first = start_batch if epoch == start_epoch else 0
             for b in range(first, n_batches):
                 idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-                xb, yb = x[idx].to(device), y[idx].to(device)
+                xb, yb = take(x, idx).to(device), y[idx].to(device)
                 slot = (epoch * n_batches + b) % config.pool
                 undo = deltas[slot].clone()
                 deltas[slot] = _ascend(work, deltas[slot], xb, yb, config, _slot_objective(config, slot))

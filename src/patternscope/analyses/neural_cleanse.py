@@ -25,6 +25,7 @@ from ..core.classifier import Classifier
 from ..core.models import on_device
 from ..core.params import TanhMaskParam
 from ..core.search import SearchConfig, StopSearch, run_search
+from ..data.bank import Images
 from ..data.stream import epoch_batches
 from ..errors import DataError, PatternError, SearchDivergedError
 from .anomaly import anomaly_indices
@@ -118,7 +119,7 @@ class _CostSchedule:
 
 
 def reverse_trigger(
-    model: Classifier, target: int, images: torch.Tensor, cfg: NeuralCleanseConfig, seed: int
+    model: Classifier, target: int, images: Images, cfg: NeuralCleanseConfig, seed: int
 ) -> ReversedTrigger:
     """One Neural Cleanse optimisation for class ``target`` over clean ``images`` (all classes, [0,1])."""
     device = model.device
@@ -196,14 +197,15 @@ class NeuralCleanseReport:
 
 def neural_cleanse(
     model: Classifier,
-    images: torch.Tensor,
+    images: Images,
     config: NeuralCleanseConfig | None = None,
     *,
     classes: list[int] | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> NeuralCleanseReport:
-    """Run Neural Cleanse on clean ``images`` (N x C x H x W in [0,1], any classes) for every class (or
+    """Run Neural Cleanse on clean ``images`` (N x C x H x W in [0,1], any classes; a tensor or an image
+    bank) for every class (or
     ``classes``), on ``device`` (default: the model's), with a progress bar over the classes."""
     from tqdm.auto import tqdm
 

@@ -30,14 +30,14 @@ from ..core.classifier import Classifier
 from ..core.configs import config_from
 from ..core.models import on_device
 from ..core.patterns import ClasswisePattern
-from ..core.predict import class_probabilities
+from ..data.bank import Images
 from ..data.images import resize_to
 from ..data.labelled import stratified_split
 from ..errors import DataError, RunDirError
 from .anomaly import anomaly_indices, median
 from .classwise import (
     ClasswiseConfig,
-    choose_canvas,
+    best_canvases,
     find_classwise_pattern,
     other_classes,
     predictive_power,
@@ -172,7 +172,7 @@ def decide(rows: list[ClassRow], pixels: int, config: ScanConfig) -> float:
 
 def scan_model(
     model: Classifier,
-    images: torch.Tensor,
+    images: Images,
     labels: torch.Tensor,
     config: ScanConfig | None = None,
     *,
@@ -185,7 +185,8 @@ def scan_model(
     check_config: bool = True,
     decide_verdict: bool = True,
 ) -> ScanReport:
-    """Scan ``model`` for backdoors with labelled clean images (N x C x H x W in [0,1], labels N).
+    """Scan ``model`` for backdoors with labelled clean images (N x C x H x W in [0,1], labels N; a tensor
+    or an :class:`~patternscope.data.bank.ImageBank` of files, read batch by batch).
 
     With ``out``, each finished class is saved to ``out/classes/NNN/`` (pattern and row) and ``resume``
     skips classes already there. ``check_config=False`` skips checking and writing ``scan_config.json``
@@ -200,6 +201,8 @@ def scan_model(
     if images.ndim != 4 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise DataError("scan needs labelled images: N x C x H x W and N labels")
     if tuple(images.shape[1:]) != tuple(model.input_size):
+        if not isinstance(images, torch.Tensor):
+            raise DataError(f"images are {tuple(images.shape[1:])} but the model takes {tuple(model.input_size)}")
         images = resize_to(images, model.input_size)
     bad = labels[(labels < 0) | (labels >= num)]
     if len(bad):
@@ -225,7 +228,7 @@ def scan_model(
             f"batch size {cfg.batch_size} is larger than the {smallest_pool} search images some class gets (images "
             f"of the other classes, after holding {cfg.holdout:.0%} out); use --batch-size {smallest_pool} or less"
         )
-    probs = class_probabilities(model, sx)
+    canvases = best_canvases(model, sx, sy)
     if out is not None and check_config:
         check_scan_config(out, cfg, resume)
     rows: list[ClassRow] = []
@@ -241,7 +244,7 @@ def scan_model(
         t0 = time.perf_counter()
         if not (sy == t).any():
             raise DataError(f"no images of class {t} ({names[t]}) to take a canvas from")
-        canvas_i = choose_canvas(model, sx, sy, t, probs)
+        canvas_i = int(canvases[t])
         ox, _ = other_classes(sx, sy, t)
         ox = ox[_subset(len(ox), cfg.max_search_images, cfg.seed + t)]
         found = find_classwise_pattern(model, t, ox, sx[canvas_i], cfg.classwise(), progress=False)

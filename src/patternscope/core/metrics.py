@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..data.bank import Images, take
 from ..data.image_set import ImageSet
 from ..data.loader import default_workers, eval_batches, to_device
 from ..errors import DataError
@@ -162,7 +163,7 @@ class Collected:
 
 def stream_predictions(
     model: Classifier,
-    images: ImageSet | torch.Tensor,
+    images: ImageSet | Images,
     deltas: dict[str, torch.Tensor | None],
     labels: Sequence[int] | torch.Tensor | None = None,
     *,
@@ -222,7 +223,7 @@ def stream_predictions(
 def evaluate_pattern(
     model: Classifier,
     pattern: Pattern,
-    images: ImageSet | torch.Tensor,
+    images: ImageSet | Images,
     labels: Sequence[int] | torch.Tensor | None = None,
     *,
     batch_size: int = 64,
@@ -269,7 +270,7 @@ def evaluate_pattern(
 
 
 def _host_batches(
-    images: ImageSet | torch.Tensor,
+    images: ImageSet | Images,
     labels: Sequence[int] | torch.Tensor | None,
     model: Classifier,
     views: int,
@@ -288,7 +289,7 @@ def _host_batches(
     if y.shape[0] != images.shape[0]:
         raise DataError(f"{y.shape[0]} labels for {images.shape[0]} images")
     for start in range(0, images.shape[0], batch_size):
-        yield images[start : start + batch_size], y[start : start + batch_size], []
+        yield take(images, slice(start, start + batch_size)), y[start : start + batch_size], []
 
 
 def _example_order(count: int, n: int = 8) -> torch.Tensor:

@@ -82,20 +82,25 @@ class RescalingParam(AdditiveParam):
         self.rule, self.every, self.threshold, self.min_change = rule, every, threshold, min_change
         # steps taken, steps already checked, last saturation, halvings so far
         self.state = torch.zeros(4, dtype=torch.float64, device=device)
+        self._ticked = False
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"delta": self.delta, "rescale_state": self.state}
 
     def tick(self) -> None:
-        self.state[0] += 1
+        """Mark a step as started; it is counted when it completes (:meth:`project_`), so a step aborted
+        mid-way (Ctrl-C) leaves no trace in the checkpoint."""
+        self._ticked = True
 
     def saturation(self) -> float:
         return float((self.delta.detach().abs() >= self.eps * (1 - 1e-4)).float().mean())
 
     def project_(self) -> None:
         super().project_()
-        if self.state[0] <= self.state[1]:  # no step since the last check (loop start, resume)
+        if not self._ticked:  # no step since the last check (loop start, resume)
             return
+        self._ticked = False
+        self.state[0] += 1
         self.state[1] = self.state[0]
         sat = self.saturation()
         if self.rule == "every":

@@ -8,9 +8,11 @@
 - :mod:`~patternscope.data.stream`: :class:`BatchStream`, batches as a pure function of (seed, step);
 - :mod:`~patternscope.data.sources`: resolving ``--data`` specs, disjoint evaluation sets;
 - :mod:`~patternscope.data.datasets`: scikit-learn digits and Fashion-MNIST, offline;
-- :mod:`~patternscope.data.labelled`: labelled sets as model-sized tensors, stratified splits.
+- :mod:`~patternscope.data.labelled`: labelled sets sized for a model, stratified splits;
+- :mod:`~patternscope.data.bank`: :class:`ImageBank`, labelled files read on demand and indexed like a tensor.
 """
 
+from .bank import ImageBank, Images, image_set_of, take
 from .datasets import LabelledData, load_dataset, load_digits, load_fashion_mnist, write_image_tree
 from .image_set import ImageItem, ImageSet, image_folder, tensor_set
 from .images import eval_views, read_image, resize_to, to_channels
@@ -25,8 +27,10 @@ __all__ = [
     "BUNDLED_NAMES",
     "PROXY_NAMES",
     "BatchStream",
+    "ImageBank",
     "ImageItem",
     "ImageSet",
+    "Images",
     "LabelledData",
     "LabelledImages",
     "bundled_photos",
@@ -35,6 +39,7 @@ __all__ = [
     "epoch_batches",
     "eval_views",
     "image_folder",
+    "image_set_of",
     "jigsaw_images",
     "load_dataset",
     "load_digits",
@@ -45,6 +50,7 @@ __all__ = [
     "read_image",
     "resize_to",
     "stratified_split",
+    "take",
     "tensor_set",
     "to_channels",
     "training_sources",

@@ -11,7 +11,7 @@ import hashlib
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +31,21 @@ from .images import (
 )
 
 
+@dataclass(frozen=True)
+class LazyImage:
+    """An image computed when it is read: ``read()`` gives C x H x W float in [0,1] (e.g. one image of an
+    :class:`~patternscope.data.bank.ImageBank`, decoded and resized to a model's size); ``key`` names it."""
+
+    read: Callable[[], torch.Tensor]
+    key: str
+
+
 @dataclass
 class ImageItem:
-    """One image: a file path or a C x H x W tensor in [0,1], an optional label and a display name."""
+    """One image: a file path, a C x H x W tensor in [0,1] or a :class:`LazyImage`, an optional label and
+    a display name."""
 
-    source: Path | torch.Tensor
+    source: Path | torch.Tensor | LazyImage
     label: int | None = None
     name: str = ""
 
@@ -43,6 +53,8 @@ class ImageItem:
         """A key that is equal for the same image file (or the same tensor contents)."""
         if isinstance(self.source, Path):
             return str(self.source.resolve())
+        if isinstance(self.source, LazyImage):
+            return self.source.key
         digest = hashlib.sha1(self.source.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
         return f"tensor:{digest}"
 
@@ -92,8 +104,9 @@ class ImageSet:
         Decoded files are cached (up to ``cache_limit_mb`` per process) so repeated crops are cheap.
         """
         item = self.items[index]
-        if isinstance(item.source, torch.Tensor):
-            image = to_channels(item.source.detach().float().cpu(), channels).clamp(0, 1)
+        if not isinstance(item.source, Path):
+            pixels = item.source.read() if isinstance(item.source, LazyImage) else item.source
+            image = to_channels(pixels.detach().float().cpu(), channels).clamp(0, 1)
             return resize_shorter(image, shorter) if shorter is not None else image
         key = (index, channels, shorter)
         cached = self._cache.get(key)
@@ -114,7 +127,7 @@ class ImageSet:
         if isinstance(item.source, Path) and self.fast_decode:
             base = decode_image(item.source, c, math.ceil(max(h, w) / CROP_FRACTION), fast=True)
             return crop_views(base, (h, w), views)
-        image = self.load(index, c) if isinstance(item.source, torch.Tensor) else read_image_levels(item.source, c)
+        image = read_image_levels(item.source, c) if isinstance(item.source, Path) else self.load(index, c)
         return eval_views(image, (h, w), views) if image.shape[-2:] != (h, w) or views > 1 else image[None]
 
     def eval_tensors(self, input_size: Sequence[int], views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

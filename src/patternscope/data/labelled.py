@@ -1,7 +1,7 @@
-"""Labelled image sets as model-sized tensors: built-in sets (``digits``, ``fashion-mnist``) or an
-ImageFolder tree (one sub-folder per class; images of any size or channel count resized whole, never
-cropped, so a corner trigger survives); and the stratified search / held-out split every labelled
-command uses."""
+"""Labelled image sets sized for a model: built-in sets (``digits``, ``fashion-mnist``) as tensors, or an
+ImageFolder tree (one sub-folder per class) as an :class:`~patternscope.data.bank.ImageBank` read on
+demand (images of any size or channel count resized whole, never cropped, so a corner trigger survives);
+and the stratified search / held-out split every labelled command uses."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import DataError
+from .bank import DEFAULT_CACHE_MB, ImageBank, Images
 from .datasets import load_dataset
 from .image_set import ImageSet, image_folder
 from .images import resize_to
@@ -20,35 +21,43 @@ BUILTIN_LABELLED = ("digits", "fashion-mnist")
 
 @dataclass
 class LabelledImages:
-    """Images (N x C x H x W in [0,1], sized for a model), integer labels, class names and a description."""
+    """Images (N x C x H x W in [0,1], sized for a model: a tensor, or an :class:`ImageBank` for files),
+    integer labels (N), class names and a description."""
 
-    images: torch.Tensor
+    images: Images
     labels: torch.Tensor
     class_names: list[str] | None
     description: str
 
 
-def open_labelled(spec: str, input_size: tuple[int, int, int]) -> LabelledImages:
-    """Labelled images for a model: a built-in set's test split, or an ImageFolder tree."""
+def open_labelled(spec: str, input_size: Sequence[int], *, cache_mb: float = DEFAULT_CACHE_MB) -> LabelledImages:
+    """Labelled images for a model: a built-in set's test split (a tensor), or an ImageFolder tree (an
+    :class:`ImageBank`: files read on demand, at most ``cache_mb`` MB of resized images kept)."""
     if spec in BUILTIN_LABELLED:
         data = load_dataset(spec)
         return LabelledImages(
             resize_to(data.test_x, input_size), data.test_y, list(data.class_names), f"{spec} (test split)"
         )
     source = image_folder(spec)
-    images, labels = labelled_images(source, input_size)
-    return LabelledImages(images, labels, source.class_names, source.description)
+    _check_labelled(source)
+    bank = ImageBank(source, input_size, cache_mb=cache_mb)
+    return LabelledImages(bank, source.labels(), source.class_names, source.description)
 
 
 def labelled_images(source: ImageSet, input_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of a labelled set (an ImageFolder tree) as model-sized tensors, whole images resized."""
+    """All images of a labelled set (an ImageFolder tree) as model-sized tensors, whole images resized, at
+    once (memory grows with the set: :func:`open_labelled` reads on demand instead)."""
+    _check_labelled(source)
+    c = int(input_size[0])
+    images = torch.stack([resize_to(source.load(i, c)[None], input_size)[0] for i in range(len(source))])
+    return images, source.labels()
+
+
+def _check_labelled(source: ImageSet) -> None:
     if not source.has_labels:
         raise DataError(
             f"{source.description}: images need class labels; give an ImageFolder tree (one sub-folder per class)"
         )
-    c = int(input_size[0])
-    images = torch.stack([resize_to(source.load(i, c)[None], input_size)[0] for i in range(len(source))])
-    return images, source.labels()
 
 
 def stratified_split(labels: torch.Tensor, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

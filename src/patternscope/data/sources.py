@@ -10,15 +10,18 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from .bank import ImageBank
 from .image_set import ImageSet, image_folder, tensor_set
 from .photos import BUNDLED_NAMES, bundled_photos
 from .proxies import PROXY_NAMES
 
 
-def open_images(spec: str | Path | ImageSet | torch.Tensor) -> ImageSet:
-    """An :class:`ImageSet` from a path, ``photos``/``photos-eval``, a tensor, or an ImageSet."""
+def open_images(spec: str | Path | ImageSet | torch.Tensor | ImageBank) -> ImageSet:
+    """An :class:`ImageSet` from a path, ``photos``/``photos-eval``, a tensor, an image bank, or an ImageSet."""
     if isinstance(spec, ImageSet):
         return spec
+    if isinstance(spec, ImageBank):
+        return spec.as_image_set()
     if isinstance(spec, torch.Tensor):
         return tensor_set(spec)
     text = str(spec)
@@ -29,7 +32,7 @@ def open_images(spec: str | Path | ImageSet | torch.Tensor) -> ImageSet:
     return image_folder(text)
 
 
-def training_sources(specs: Sequence[str | Path | ImageSet | torch.Tensor]) -> list[ImageSet | str]:
+def training_sources(specs: Sequence[str | Path | ImageSet | torch.Tensor | ImageBank]) -> list[ImageSet | str]:
     """Resolve training data specs: proxy names stay names, everything else becomes an ImageSet."""
     out: list[ImageSet | str] = []
     for spec in specs:

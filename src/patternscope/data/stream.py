@@ -1,6 +1,6 @@
 """Training batches that are a pure function of ``(seed, step)``, so a resumed search sees exactly the
 batches an uninterrupted one would: :class:`BatchStream` (augmented crops of image sets mixed with
-proxies) and :func:`epoch_batches` (a tensor walked in a fresh seeded order each epoch)."""
+proxies) and :func:`epoch_batches` (a tensor or an image bank walked in a fresh seeded order each epoch)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
+from .bank import Images, take
 from .image_set import ImageSet
 from .images import CROP_FRACTION
 from .loader import note_failed_read
@@ -195,8 +196,9 @@ class BatchStream:
         )
 
 
-def epoch_batches(images: torch.Tensor, seed: int) -> Callable[[int, int], torch.Tensor]:
-    """Batches that walk through ``images`` in a fresh seeded order each epoch; a pure function of the step."""
+def epoch_batches(images: Images, seed: int) -> Callable[[int, int], torch.Tensor]:
+    """Batches that walk through ``images`` (a tensor, or an :class:`~patternscope.data.bank.ImageBank` read
+    batch by batch) in a fresh seeded order each epoch; a pure function of the step."""
     n = images.shape[0]
     orders: dict[int, torch.Tensor] = {}
 
@@ -208,6 +210,6 @@ def epoch_batches(images: torch.Tensor, seed: int) -> Callable[[int, int], torch
     def batch(step: int, batch_size: int) -> torch.Tensor:
         positions = range(step * batch_size, (step + 1) * batch_size)
         idx = torch.stack([order(p // n)[p % n] for p in positions])
-        return images[idx]
+        return take(images, idx)
 
     return batch

@@ -60,7 +60,7 @@ def find_pattern(
     Args:
         model: a :class:`~patternscope.core.classifier.Classifier` (inputs in [0,1]).
         data: proxy names (``jigsaw``, ``gaussian``, ``uniform``), ``photos``, folders, N x C x H x W
-            tensors in [0,1], ImageSets or a BatchStream; None: the method's own default data (none at
+            tensors in [0,1], image banks, ImageSets or a BatchStream; None: the method's own default data (none at
             all for FFF and GD-UAP).
         config: the method's settings (e.g. :class:`~patternscope.methods.dominant.DominantConfig`); it
             also names the method when ``method`` is not given. Keyword ``overrides`` replace its fields
@@ -107,7 +107,9 @@ def find_pattern(
             raise PatternError(f"{recipe.name} uses no data, so it has no epochs; give steps instead")
         config.steps = stream.steps_for_epochs(epochs, config.batch_size)
     batches: Callable[[int, int], Batch]
-    if stream is None:
+    if stream is None and recipe.own_batches is not None:
+        batches = recipe.own_batches(config, model.input_size)
+    elif stream is None:
         empty = torch.empty(0)
         batches = lambda _step, _size: empty  # noqa: E731 - the objective ignores the batches
     elif recipe.labelled(config):

@@ -25,14 +25,15 @@ from ..core.objectives import Objective
 from ..core.params import AdditiveParam
 from ..core.patterns import Pattern, parse_eps
 from ..core.search import SearchResult
+from ..data.bank import ImageBank
 from ..data.image_set import ImageSet
 from ..data.sources import training_sources
 from ..data.stream import BatchStream, check_crop_scale
 from ..errors import PatternError
 
-# search data: a stream, one source or a list of sources (proxy names, photos, folders, tensors, ImageSets), or
-# None for the method's own default data
-DataSource = str | Path | ImageSet | torch.Tensor
+# search data: a stream, one source or a list of sources (proxy names, photos, folders, tensors, image banks,
+# ImageSets), or None for the method's own default data
+DataSource = str | Path | ImageSet | torch.Tensor | ImageBank
 DataSpec = BatchStream | DataSource | Sequence[DataSource] | None
 SETTINGS = ("data-free", "label-free", "data-dependent")
 
@@ -120,6 +121,9 @@ class Recipe:
         batch_mean: the objective is a mean over the batch, so under torchrun the batch can be split over
             the ranks and the gradients summed (data-parallel) with the single-process result; other
             methods run whole on every rank (the same search everywhere; rank 0 writes).
+        own_batches: ``(config, input_size) -> batches(step, size)`` for a method that uses no data but
+            makes its own inputs each step (e.g. PSP-UAP's prior images); a pure function of the step, so
+            resume stays exact.
     """
 
     name: str
@@ -133,6 +137,7 @@ class Recipe:
     param: Callable[[tuple[int, int, int], Any, torch.device], AdditiveParam] | None = None
     check: Callable[[Any], None] | None = None
     batch_mean: bool = False
+    own_batches: Callable[[Any, Sequence[int]], Callable[[int, int], Any]] | None = None
 
 
 @dataclass
@@ -190,7 +195,7 @@ def make_stream(recipe: Recipe, config: UAPConfig, model: Classifier, data: Data
         return data
     if data is None:
         data = list(recipe.default_data)
-    specs = [data] if isinstance(data, (str, Path, ImageSet, torch.Tensor)) else list(data)
+    specs = [data] if isinstance(data, (str, Path, ImageSet, torch.Tensor, ImageBank)) else list(data)
     if not specs:
         raise PatternError(f"{recipe.name} needs data; give images or a proxy such as jigsaw")
     stream = BatchStream(training_sources(specs), model.input_size, seed=config.seed, crop_scale=config.crop_scale)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import PatternError
-from . import cos_uap, df_uap, dominant, feature_fool, sgd_uap, uap
+from . import cos_uap, df_uap, dominant, feature_fool, psp_uap, sgd_uap, uap
 from .recipe import Recipe
 
 METHODS: dict[str, Recipe] = {
@@ -16,6 +16,7 @@ METHODS: dict[str, Recipe] = {
         feature_fool.FFF,
         cos_uap.RECIPE,
         df_uap.RECIPE,
+        psp_uap.RECIPE,
         uap.RECIPE,
     )
 }

@@ -34,7 +34,16 @@ from ..report import downstream as downstream_report
 from ..report import figures
 from .command import Command, indented_json
 from .folders import prepare_run_dir, write_run_config
-from .options import LABELLED_HELP, Flag, ModelOptions, OutputFolder, load_options_model, option, parse_model_kwargs
+from .options import (
+    LABELLED_HELP,
+    Flag,
+    LabelledDataOptions,
+    ModelOptions,
+    OutputFolder,
+    load_options_model,
+    option,
+    parse_model_kwargs,
+)
 
 _D = DownstreamConfig()
 BACKBONE = Flag(
@@ -43,7 +52,7 @@ BACKBONE = Flag(
 
 
 @dataclass
-class DownstreamOptions(ModelOptions, OutputFolder):
+class DownstreamOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope downstream``; ``model`` (``--backbone``) is the backbone, and the
     training settings default to :class:`~patternscope.analyses.downstream.DownstreamConfig`'s."""
 
@@ -104,7 +113,7 @@ def downstream_run(
             f"the pattern is {tuple(pattern.shape)} but the backbone takes {backbone.input_size}; "
             "give a pattern found on this backbone"
         )
-    data = open_labelled(opts.task_data, backbone.input_size)
+    data = open_labelled(opts.task_data, backbone.input_size, cache_mb=opts.cache_mb)
     classes = int(data.labels.max()) + 1
     train_idx, test_idx = stratified_split(data.labels, opts.holdout, opts.seed)
     x, y = data.images[train_idx], data.labels[train_idx]

@@ -13,7 +13,7 @@ import torch
 
 from ..analyses.classwise import (
     ClasswiseConfig,
-    choose_canvas,
+    best_canvases,
     find_classwise_pattern,
     other_classes,
     predictive_power,
@@ -24,7 +24,8 @@ from ..core.atomic import write_json
 from ..core.classifier import Classifier
 from ..core.configs import config_from
 from ..core.patterns import ClasswisePattern
-from ..core.predict import class_probabilities, predicted_class
+from ..core.predict import predicted_class
+from ..data.bank import Images
 from ..data.images import read_image, resize_to
 from ..data.labelled import stratified_split
 from ..errors import DataError
@@ -33,13 +34,13 @@ from ..report import figures
 from .command import Command, indented_json
 from .folders import prepare_run_dir, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
-from .options import LABELLED_HELP, ModelOptions, OutputFolder, option
+from .options import LABELLED_HELP, LabelledDataOptions, ModelOptions, OutputFolder, option
 
 _C = ClasswiseConfig()
 
 
 @dataclass
-class ClasswiseOptions(ModelOptions, OutputFolder):
+class ClasswiseOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope find classwise``; the search settings default to
     :class:`~patternscope.analyses.classwise.ClasswiseConfig`'s (the paper's)."""
 
@@ -112,7 +113,7 @@ def find_classwise_run(
     search_idx, held_idx = stratified_split(data.labels, opts.holdout, opts.seed)
     sx, sy = data.images[search_idx], data.labels[search_idx]
     ex, ey = data.images[held_idx], data.labels[held_idx]
-    probs = class_probabilities(model, sx)
+    canvases = best_canvases(model, sx, sy) if canvas_image is None else torch.empty(0, dtype=torch.long)
     rows, columns = [], []
     for t in targets:
         folder = out / "classes" / f"{t:03d}" if opts.all_classes else out
@@ -122,7 +123,7 @@ def find_classwise_run(
             canvas = pattern.colours if not pattern.meta.get("learn_canvas") else torch.zeros(model.input_size)
         else:
             row, pattern, canvas = _one_class(
-                model, t, sx, sy, ex, ey, probs, canvas_image, config, opts, folder, progress
+                model, t, sx, sy, ex, ey, canvases, canvas_image, config, opts, folder, progress
             )
         rows.append(row)
         name = model.class_names[t]
@@ -146,11 +147,11 @@ def find_classwise_run(
 def _one_class(
     model: Classifier,
     t: int,
-    sx: torch.Tensor,
+    sx: Images,
     sy: torch.Tensor,
-    ex: torch.Tensor,
+    ex: Images,
     ey: torch.Tensor,
-    probs: torch.Tensor,
+    canvases: torch.Tensor,
     canvas_image: torch.Tensor | None,
     config: ClasswiseConfig,
     opts: ClasswiseOptions,
@@ -160,7 +161,7 @@ def _one_class(
     if canvas_image is None:
         if not (sy == t).any():
             raise DataError(f"no images of class {t} to take a canvas from; pass --canvas IMAGE")
-        canvas_index = choose_canvas(model, sx, sy, t, probs)
+        canvas_index = int(canvases[t])
         canvas, canvas_from = sx[canvas_index], f"search image {canvas_index} (most confident of class {t})"
     else:
         canvas, canvas_from = canvas_image, str(opts.canvas)

@@ -36,7 +36,7 @@ from ..core.classifier import Classifier
 from ..core.configs import config_from
 from ..core.metrics import evaluate_pattern
 from ..core.patterns import ClasswisePattern, Pattern, parse_eps
-from ..data.image_set import tensor_set
+from ..data.bank import image_set_of
 from ..data.labelled import stratified_split
 from ..errors import DataError, PatternError, RunDirError
 from ..methods import METHODS, get_recipe
@@ -47,13 +47,22 @@ from .compare import DEFAULT_BUDGET, CompareOptions, MethodFailed, compare_metho
 from .find_classwise import ClasswiseOptions, find_classwise_run
 from .folders import prepare_run_dir, write_run_config
 from .labelled import model_and_labelled_data
-from .options import LABELLED_HELP, ModelOptions, OutputFolder, comma_list, comma_text, model_fields, option
+from .options import (
+    LABELLED_HELP,
+    LabelledDataOptions,
+    ModelOptions,
+    OutputFolder,
+    comma_list,
+    comma_text,
+    model_fields,
+    option,
+)
 
 _H = HardenConfig()
 
 
 @dataclass
-class HardenOptions(ModelOptions, OutputFolder):
+class HardenOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope harden``; the hardening settings default to
     :class:`~patternscope.analyses.hardening.HardenConfig`'s."""
 
@@ -139,7 +148,8 @@ def harden_run(opts: HardenOptions, *, progress: bool = True, log: Callable[[str
         raise DataError(f"--batch-size {config.batch_size} is larger than the {len(x)} training images")
     write_run_config(out, COMMAND.name, opts)
     log(f"split: {len(x)} training images, {len(hx)} held out; eps {config.eps:.4f} ({config.norm})")
-    sources = ([tensor_set(x, name="training split")], tensor_set(hx, hy, name=f"held-out split of {data.description}"))
+    held_out = image_set_of(hx, hy, name=f"held-out split of {data.description}")
+    sources = ([image_set_of(x, name="training split")], held_out)
 
     def compare_on(net: Classifier, stage: str, weights: str | None) -> list[dict[str, Any]]:
         """One comparison per restart (seeds seed, seed+1, ...): a pattern search is a local search."""

@@ -21,10 +21,11 @@ LABELLED_STALE = ("scan.txt", "gallery.png", "canvas_mask.png", "classwise_row.j
 
 def model_and_labelled_data(opts: Any, log: Callable[[str], None]) -> tuple[Classifier, LabelledImages]:
     """The model of ``opts`` (its :class:`~patternscope.runs.options.ModelOptions`) and its labelled images
-    ``opts.data``, sized for it; the data's class names name the model's classes when it has none."""
+    ``opts.data``, sized for it (files read on demand, at most ``opts.cache_mb`` MB of them kept); the
+    data's class names name the model's classes when it has none."""
     device = resolve_device(opts.device)
     model = load_options_model(opts, device, parse_model_kwargs(opts.model_kwargs))
-    data = open_labelled(opts.data, model.input_size)
+    data = open_labelled(opts.data, model.input_size, cache_mb=opts.cache_mb)
     if data.class_names:
         model.adopt_class_names([n.split("_", 1)[-1] if n[:2].isdigit() else n for n in data.class_names])
     n_labels = int(data.labels.max()) + 1

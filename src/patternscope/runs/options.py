@@ -23,6 +23,7 @@ import torch
 
 from ..core.classifier import Classifier
 from ..core.models import BUNDLED, DEFAULT_MODEL, load_model
+from ..data.bank import DEFAULT_CACHE_MB
 from ..data.image_set import ImageSet
 from ..data.labelled import BUILTIN_LABELLED
 from ..data.photos import BUNDLED_NAMES
@@ -213,6 +214,19 @@ class PipelineOptions:
     )
 
 
+@dataclass
+class LabelledDataOptions:
+    """``--cache-mb``: memory for an ImageFolder tree's model-sized images (files are read on demand; see
+    :class:`~patternscope.data.bank.ImageBank`)."""
+
+    cache_mb: float = option(
+        DEFAULT_CACHE_MB,
+        help="MB of labelled images (resized to the model) kept in memory once read, so later passes skip "
+        "decoding (default {default:g}; 0: decode on every read); results are the same for any size",
+        metavar="MB",
+    )
+
+
 def use_fast_decode(sources: Iterable[object], fast: bool) -> None:
     """Set ``fast_decode`` on every :class:`~patternscope.data.image_set.ImageSet` among ``sources``."""
     for source in sources:
@@ -281,6 +295,7 @@ __all__ = [
     "EVAL_VIEWS",
     "LABELLED_HELP",
     "Flag",
+    "LabelledDataOptions",
     "ModelOptions",
     "OutputFolder",
     "comma_list",

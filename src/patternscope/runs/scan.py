@@ -23,14 +23,14 @@ from ..report import scan as scan_report
 from .command import Command
 from .folders import prepare_run_dir, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
-from .options import LABELLED_HELP, ModelOptions, OutputFolder, option, parse_classes
+from .options import LABELLED_HELP, LabelledDataOptions, ModelOptions, OutputFolder, option, parse_classes
 
 _S = ScanConfig()
 _NC = NeuralCleanseConfig()
 
 
 @dataclass
-class ScanOptions(ModelOptions, OutputFolder):
+class ScanOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope scan``; the scan settings default to
     :class:`~patternscope.analyses.scan.ScanConfig`'s (``--natural-canvas`` turns ``learn_canvas`` off)."""
 
