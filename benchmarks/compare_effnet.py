@@ -51,7 +51,7 @@ def part_equal_budget(models: list[str], budget: float, methods: list[str], sett
         if len(methods) == len(METHODS) and not settings:  # the full table and chart go to results/
             shutil.copy(out / "compare.json", RESULTS / f"compare_{spec}.json")
             shutil.copy(out / "compare.png", FIGURES / f"compare_{spec}.png")
-        ref = next(r.fooling_ratio for r in comparison.rows if r.method == "dominant")
+        ref = next((r.fooling_ratio for r in comparison.rows if r.method == "dominant"), None)
         for r in comparison.rows:
             rows.append(
                 {

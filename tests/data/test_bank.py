@@ -42,6 +42,8 @@ def test_a_bank_indexes_like_a_tensor(tree):
     index = torch.tensor([5, 0, 199, 5])
     assert torch.equal(bank[7], eager[7]) and torch.equal(bank[-1], eager[-1])
     assert torch.equal(bank[torch.tensor(11)], eager[11])
+    bank[7].fill_(1.0)  # an image handed out is a copy: changing it leaves the cache alone
+    assert torch.equal(bank[7], eager[7])
     for key in (slice(3, 40, 4), index, mask, [2, 1]):
         view = bank[key]
         assert isinstance(view, ImageBank)  # a view reads nothing until loaded

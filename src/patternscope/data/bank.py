@@ -157,7 +157,7 @@ class ImageBank:
 
     def __getitem__(self, key: int | slice | torch.Tensor | Sequence[int]) -> Any:
         if isinstance(key, int) or (isinstance(key, torch.Tensor) and key.ndim == 0 and not key.is_floating_point()):
-            return self._store.one(int(self._index[int(key)]))
+            return self._store.one(int(self._index[int(key)])).clone()  # never the cached tensor itself
         if isinstance(key, slice):
             return ImageBank._view(self._store, self._index[key])
         index = torch.as_tensor(key)
