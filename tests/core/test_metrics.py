@@ -15,6 +15,7 @@ from patternscope.core.metrics import (
     random_like,
     top_classes,
     topk_accuracy,
+    wilson_interval,
 )
 from patternscope.core.patterns import Pattern
 
@@ -73,3 +74,15 @@ def test_evaluate_pattern_by_hand():
     assert ev.top_classes["perturbed"][0] == {"class": 0, "name": "class 0", "count": 3}
     # clipping: 0.95 + 0.3 is evaluated as 1.0, still class 0
     assert ev.details["perturbed_pred"][4].item() == 0
+    assert ev.intervals["fooling_ratio"] == pytest.approx(wilson_interval(2 / 5, 5))
+    assert ev.intervals["agreement"] == pytest.approx(wilson_interval(1 / 5, 5))
+
+
+def test_wilson_interval_by_hand():
+    # textbook values: 50 of 100 -> 0.4038..0.5962; 0 of 10 -> 0..0.2775; 10 of 10 -> 0.7225..1
+    assert wilson_interval(0.5, 100) == pytest.approx([0.4038, 0.5962], abs=1e-4)
+    assert wilson_interval(0.0, 10) == pytest.approx([0.0, 0.2775], abs=1e-4)
+    assert wilson_interval(1.0, 10) == pytest.approx([0.7225, 1.0], abs=1e-4)
+    assert wilson_interval(0.3, 0) == [0.0, 1.0] and wilson_interval(float("nan"), 5) == [0.0, 1.0]
+    low, high = wilson_interval(0.6, 220)  # the compare tables' 220 views: about ±6.5 points
+    assert 0.12 < high - low < 0.14

@@ -153,6 +153,9 @@ def test_transfer_matrix_matches_the_comparison(comparison, tiny_weights, digit_
     assert result.fooling[0][0] == pytest.approx(rows["dominant"].fooling_ratio)
     assert result.fooling[1][0] == pytest.approx(rows["sgd-uap"].fooling_ratio)
     assert result.random_sign[0] == pytest.approx(comparison.random_sign)
+    # agreement with the pattern's own class and dominance top-1: the same as compare measured them
+    assert result.agreement[0][0] == pytest.approx(rows["dominant"].agreement)
+    assert result.dominance_top1[1][0] == pytest.approx(rows["sgd-uap"].dominance_top1)
     assert json.loads((tmp_path / "transfer.json").read_text())["fooling"] == result.fooling
     assert (tmp_path / "transfer.png").stat().st_size > 1000
 

@@ -1,20 +1,23 @@
 """Transfer: how often do patterns found on one model fool other models?
 
 :func:`transfer_matrix` measures every pattern on every model, on the same images: a fooling-ratio matrix
-(pattern x model) with a random ±eps control per model. Models are measured one at a time, so a loader
-(a zero-argument function returning the model) keeps only one of them in memory.
+(pattern x model) with a random ±eps control per model, and beside it how far each pattern *dominates*
+there: the agreement (share of images whose prediction becomes the pattern's own class on that model)
+and the dominance top-1 (share of perturbed predictions in their most frequent class). Models are
+measured one at a time, so a loader (a zero-argument function returning the model) keeps only one of
+them in memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
 from ..core.classifier import Classifier
-from ..core.metrics import fooling_ratio, random_like, stream_predictions
+from ..core.metrics import agreement, dominance_ratio, fooling_ratio, random_like, stream_predictions
 from ..core.patterns import Pattern
 from ..data.image_set import ImageSet
 from ..data.sources import open_images
@@ -26,7 +29,8 @@ ModelSource = Classifier | Callable[[], Classifier]
 
 @dataclass
 class Transfer:
-    """Fooling ratios of patterns (rows) on models (columns), with random ±eps controls per model."""
+    """Fooling ratios of patterns (rows) on models (columns), with random ±eps controls per model, and the
+    agreement (prediction = the pattern's own class on that model) and dominance top-1 of each entry."""
 
     patterns: list[str]
     models: list[str]
@@ -34,6 +38,8 @@ class Transfer:
     random_sign: list[float]
     n_images: int
     eval_data: str
+    agreement: list[list[float]] = field(default_factory=list)
+    dominance_top1: list[list[float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,22 +106,30 @@ def transfer_matrix(
         raise PatternError("transfer needs at least one pattern and one model")
     images = open_images(data)
     fooling = [[float("nan")] * len(named_models) for _ in named_patterns]
+    agree = [[float("nan")] * len(named_models) for _ in named_patterns]
+    dominance = [[float("nan")] * len(named_models) for _ in named_patterns]
     random_sign: list[float] = []
     n_images = 0
     for j, (entry, source) in enumerate(named_models):
         model = source if isinstance(source, Classifier) else source()
         deltas: dict[str, torch.Tensor | None] = {"clean": None}
+        own: list[int] = []
         for i, (name, pattern) in enumerate(named_patterns):
             fitted = fit_pattern(pattern, model.input_size)
             if fitted is not pattern:
                 log(f"{name}: resized from {tuple(pattern.shape)} to {model.input_size} for {entry}")
             deltas[f"pattern {i}"] = fitted.delta
+            with torch.no_grad():  # the pattern's own class on this model: argmax f(δ)
+                own.append(int(model(fitted.delta[None].to(model.device)).argmax(1).item()))
             if i == 0:
                 deltas["sign"] = random_like(fitted, "sign", seed)
         got = stream_predictions(model, images, deltas, batch_size=batch_size, views=views, workers=workers)
         clean = got.predictions("clean").top1
         for i in range(len(named_patterns)):
-            fooling[i][j] = fooling_ratio(clean, got.predictions(f"pattern {i}").top1)
+            perturbed = got.predictions(f"pattern {i}").top1
+            fooling[i][j] = fooling_ratio(clean, perturbed)
+            agree[i][j] = agreement(perturbed, own[i])
+            dominance[i][j] = dominance_ratio(perturbed, 1)
         random_sign.append(fooling_ratio(clean, got.predictions("sign").top1))
         n_images = got.count
         log(f"{entry}: " + ", ".join(f"{row[j]:.3f}" for row in fooling))
@@ -126,6 +140,8 @@ def transfer_matrix(
         random_sign,
         n_images,
         images.description,
+        agree,
+        dominance,
     )
 
 

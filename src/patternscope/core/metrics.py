@@ -75,6 +75,18 @@ def agreement(perturbed_pred: torch.Tensor, pattern_class: int) -> float:
     return float((perturbed_pred == pattern_class).float().mean())
 
 
+def wilson_interval(share: float, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval [low, high] of a proportion ``share`` observed on ``n`` images (95% for
+    z = 1.96; both ends in [0,1]; [0, 1] when there are no images). It treats the images as independent
+    draws: several crops of one photo are not, so with ``--eval-views`` > 1 it is narrower than the truth."""
+    if n <= 0 or share != share:
+        return [0.0, 1.0]
+    z2 = z * z
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * ((share * (1 - share) / n + z2 / (4 * n * n)) ** 0.5) / (1 + z2 / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Random baselines
 
@@ -123,6 +135,7 @@ class Evaluation:
     pattern_norm: float
     skipped_images: int = 0
     skipped_names: list[str] = field(default_factory=list)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
     details: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,16 +358,26 @@ def _summarise(
         ]
 
     example_images = torch.stack(got.examples) if got.examples else torch.empty(0, *model.input_size)
+    n, n_confident = int(clean.top1.shape[0]), int(confident.sum())
+    fooled = fooling_ratio(clean.top1, pert.top1)
+    fooled_confident = fooling_ratio(clean.top1[confident], pert.top1[confident])
+    agree, agree_confident = agreement(pert.top1, own), agreement(pert.top1[confident], own)
+    intervals = {
+        "fooling_ratio": wilson_interval(fooled, n),
+        "fooling_ratio_confident": wilson_interval(fooled_confident, n_confident),
+        "agreement": wilson_interval(agree, n),
+        "agreement_confident": wilson_interval(agree_confident, n_confident),
+    }
     return Evaluation(
-        n_images=int(clean.top1.shape[0]),
-        fooling_ratio=fooling_ratio(clean.top1, pert.top1),
+        n_images=n,
+        fooling_ratio=fooled,
         confidence_threshold=confidence,
-        n_confident=int(confident.sum()),
-        fooling_ratio_confident=fooling_ratio(clean.top1[confident], pert.top1[confident]),
+        n_confident=n_confident,
+        fooling_ratio_confident=fooled_confident,
         pattern_class=int(own),
         pattern_class_name=names[own],
-        agreement=agreement(pert.top1, own),
-        agreement_confident=agreement(pert.top1[confident], own),
+        agreement=agree,
+        agreement_confident=agree_confident,
         dominance=dominance,
         accuracy=accuracy,
         random_baselines=random,
@@ -362,6 +385,7 @@ def _summarise(
         pattern_norm=pattern.size(),
         skipped_images=len(got.skipped),
         skipped_names=got.skipped[:20],
+        intervals=intervals,
         details={
             "images": example_images,
             "example_index": torch.tensor(got.example_index, dtype=torch.long),

@@ -9,6 +9,10 @@ from .html import esc, figure, pct, section, table
 from .page import Page, RunFolder, model_line, read_json
 
 
+def _interval(ci: list[float] | None) -> str:
+    return f"{ci[0]:.1%} to {ci[1]:.1%}" if ci else ""
+
+
 def build(run: RunFolder) -> Page:
     path, figs = run.path, run.figures
     data = read_json(path / "compare.json")
@@ -17,6 +21,7 @@ def build(run: RunFolder) -> Page:
     headers = [
         "method",
         "fooling ratio",
+        "95% interval",
         "confident",
         "dominance top-1",
         "agreement",
@@ -31,6 +36,7 @@ def build(run: RunFolder) -> Page:
             [
                 r["method"],
                 r.get("fooling_ratio"),
+                _interval(r.get("fooling_ci")),
                 r.get("fooling_ratio_confident"),
                 r.get("dominance_top1"),
                 r.get("agreement"),
@@ -42,7 +48,11 @@ def build(run: RunFolder) -> Page:
             for r in rows
         ],
     )
-    body += f'<p class="note">random ±ε noise: fooling ratio {pct(data.get("random_sign_fooling_ratio"))}.</p>'
+    body += (
+        f'<p class="note">random ±ε noise: fooling ratio {pct(data.get("random_sign_fooling_ratio"))}. '
+        "Intervals: Wilson 95%, taking the evaluation views as independent (crops of one photo are not, so "
+        "the true uncertainty is wider).</p>"
+    )
     sections = [
         section(
             "table",

@@ -90,6 +90,10 @@ def dominant_sections(path: Path, figs: Path, prefix: str = "", show_model: bool
         ["agreement with f(δ)", ev["agreement"]],
         ["pattern size (norm)", ev["pattern_norm"]],
     ]
+    for key, label in (("fooling_ratio", "fooling ratio"), ("agreement", "agreement")):
+        low, high = ev.get("intervals", {}).get(key, (None, None))  # runs before 0.3 have no intervals
+        if low is not None:
+            rows.append([f"{label}: Wilson 95% interval (views taken as independent)", f"{pct(low)} to {pct(high)}"])
     if acc:
         rows += [[f"accuracy {k} clean", v] for k, v in acc["clean"].items()]
         rows += [[f"accuracy {k} with pattern", v] for k, v in acc["perturbed"].items()]

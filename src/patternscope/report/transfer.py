@@ -1,4 +1,4 @@
-"""The report of ``transfer``: the pattern x model fooling-ratio matrix."""
+"""The report of ``transfer``: the pattern x model fooling-ratio matrix, with agreement and dominance."""
 
 from __future__ import annotations
 
@@ -21,4 +21,17 @@ def build(run: RunFolder) -> Page:
             f"{data.get('n_images')} images ({data.get('eval_data')}).",
         )
     ]
+    if data.get("agreement"):  # runs written before 0.3 have no agreement matrix
+        agree = [[p, *vals] for p, vals in zip(data["patterns"], data["agreement"], strict=True)]
+        dominance = [[p, *vals] for p, vals in zip(data["patterns"], data["dominance_top1"], strict=True)]
+        sections.append(
+            section(
+                "dominance",
+                "Does the pattern decide the prediction there?",
+                table(headers, agree) + table(headers, dominance),
+                "First table: agreement, the share of images whose prediction becomes the pattern's own class "
+                "on that model (argmax f(x + δ) = argmax f(δ)). Second: dominance top-1, the share of "
+                "perturbed predictions in their most frequent class.",
+            )
+        )
     return "patternscope: transfer", sections

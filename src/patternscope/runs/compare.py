@@ -160,6 +160,8 @@ class MethodRow:
     fooling_ratio_confident: float | None = None
     dominance_top1: float | None = None
     agreement: float | None = None
+    fooling_ci: list[float] | None = None
+    agreement_ci: list[float] | None = None
     pattern_class: str | None = None
     seconds: float | None = None
     passes: float | None = None
@@ -347,6 +349,8 @@ def _run_one(
     row.fooling_ratio_confident = ev.fooling_ratio_confident
     row.dominance_top1 = ev.dominance["top1"]["perturbed"]
     row.agreement = ev.agreement
+    row.fooling_ci = [round(v, 4) for v in ev.intervals["fooling_ratio"]]
+    row.agreement_ci = [round(v, 4) for v in ev.intervals["agreement"]]
     row.pattern_class = ev.pattern_class_name
     # a resumed search reports the whole search's seconds; time here covers this process only
     row.seconds = round(outcome.result.seconds if outcome.result.resumed_from is None else seconds, 2)
@@ -541,8 +545,8 @@ def format_comparison(comparison: Comparison) -> str:
     """The comparison as a plain-text table (ratios to the dominant pattern when it was run)."""
     ref = next((r.fooling_ratio for r in comparison.rows if r.method == "dominant" and r.fooling_ratio), None)
     head = (
-        f"{'method':<9} {'setting':<14} {'fool':>6} {'conf.':>6} {'dom@1':>6} {'agree':>6} {'vs dom':>6} "
-        f"{'passes':>7} {'time s':>7}  data"
+        f"{'method':<9} {'setting':<14} {'fool':>6} {'95% CI':>13} {'conf.':>6} {'dom@1':>6} {'agree':>6} "
+        f"{'vs dom':>6} {'passes':>7} {'time s':>7}  data"
     )
     lines = [head, "-" * len(head)]
     for r in comparison.rows:
@@ -550,13 +554,14 @@ def format_comparison(comparison: Comparison) -> str:
             lines.append(f"{r.method:<9} FAILED: {r.error}")
             continue
         ratio = f"{(r.fooling_ratio or 0.0) / ref:6.2f}" if ref else f"{'-':>6}"
+        ci = f"[{r.fooling_ci[0]:.3f},{r.fooling_ci[1]:.3f}]" if r.fooling_ci else "-"
         lines.append(
-            f"{r.method:<9} {r.setting:<14} {r.fooling_ratio:6.3f} {r.fooling_ratio_confident:6.3f} "
+            f"{r.method:<9} {r.setting:<14} {r.fooling_ratio:6.3f} {ci:>13} {r.fooling_ratio_confident:6.3f} "
             f"{r.dominance_top1:6.3f} {r.agreement:6.3f} {ratio} {r.passes or 0:7.0f} {r.seconds or 0:7.1f}  {r.data}"
         )
     lines.append(
         f"random ±eps: fooling {comparison.random_sign:.3f} (confident {comparison.random_sign_confident:.3f}); "
-        f"{comparison.n_images} images of {comparison.eval_data}"
+        f"{comparison.n_images} images of {comparison.eval_data}; CI: Wilson 95%, views taken as independent"
     )
     return "\n".join(lines)
 

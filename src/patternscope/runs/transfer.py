@@ -105,11 +105,14 @@ def transfer_run(opts: TransferOptions, *, progress: bool = True, log: Callable[
 
 
 def format_transfer(result: Transfer) -> str:
-    """The matrix as a plain-text table, with the random ±eps row."""
+    """The fooling-ratio matrix as a plain-text table (each entry with its agreement in brackets), with the
+    random ±eps row."""
     width = max(len(p) for p in result.patterns) + 2
     lines = [" " * width + "".join(f"{m[:22]:>24}" for m in result.models)]
-    for name, row in zip(result.patterns, result.fooling, strict=True):
-        lines.append(f"{name:<{width}}" + "".join(f"{v:>24.3f}" for v in row))
+    agreement = result.agreement or [[float("nan")] * len(result.models) for _ in result.patterns]
+    for name, row, agree in zip(result.patterns, result.fooling, agreement, strict=True):
+        cells = "".join(f"{f'{v:.3f} (agree {a:.3f})':>24}" for v, a in zip(row, agree, strict=True))
+        lines.append(f"{name:<{width}}" + cells)
     lines.append(f"{'random ±eps':<{width}}" + "".join(f"{v:>24.3f}" for v in result.random_sign))
     return "\n".join(lines)
 
