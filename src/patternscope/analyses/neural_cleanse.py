@@ -205,8 +205,8 @@ def neural_cleanse(
     progress: bool = True,
 ) -> NeuralCleanseReport:
     """Run Neural Cleanse on clean ``images`` (N x C x H x W in [0,1], any classes; a tensor or an image
-    bank) for every class (or
-    ``classes``), on ``device`` (default: the model's), with a progress bar over the classes."""
+    bank) for every class (or ``classes``), on ``device`` (default: the model's), with a progress bar
+    over the classes."""
     from tqdm.auto import tqdm
 
     cfg = config or NeuralCleanseConfig()

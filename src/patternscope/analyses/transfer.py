@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from ..core.classifier import Classifier
-from ..core.metrics import agreement, dominance_ratio, fooling_ratio, random_like, stream_predictions
+from ..core.metrics import agreement, dominance_ratio, fooling_ratio, pattern_class, random_like, stream_predictions
 from ..core.patterns import Pattern
 from ..data.image_set import ImageSet
 from ..data.sources import open_images
@@ -119,8 +119,7 @@ def transfer_matrix(
             if fitted is not pattern:
                 log(f"{name}: resized from {tuple(pattern.shape)} to {model.input_size} for {entry}")
             deltas[f"pattern {i}"] = fitted.delta
-            with torch.no_grad():  # the pattern's own class on this model: argmax f(δ)
-                own.append(int(model(fitted.delta[None].to(model.device)).argmax(1).item()))
+            own.append(pattern_class(model, fitted.delta))  # its own class on this model
             if i == 0:
                 deltas["sign"] = random_like(fitted, "sign", seed)
         got = stream_predictions(model, images, deltas, batch_size=batch_size, views=views, workers=workers)

@@ -75,6 +75,12 @@ def agreement(perturbed_pred: torch.Tensor, pattern_class: int) -> float:
     return float((perturbed_pred == pattern_class).float().mean())
 
 
+@torch.no_grad()
+def pattern_class(model: Classifier, delta: torch.Tensor) -> int:
+    """The pattern's own class on ``model``: argmax f(δ), δ (C x H x W) fed alone."""
+    return int(model(delta[None].to(model.device)).argmax(1).item())
+
+
 def wilson_interval(share: float, n: int, z: float = 1.96) -> list[float]:
     """The Wilson score interval [low, high] of a proportion ``share`` observed on ``n`` images (95% for
     z = 1.96; both ends in [0,1]; [0, 1] when there are no images). It treats the images as independent
@@ -318,8 +324,7 @@ def _summarise(
     clean = got.predictions("clean")
     pert = got.predictions("perturbed")
     y = got.labels
-    with torch.no_grad():
-        own = model(pattern.delta[None].to(model.device)).argmax(1).item()
+    own = pattern_class(model, pattern.delta)
     names = model.class_names
     confident = clean.confidence > confidence
 

@@ -31,6 +31,12 @@ DEFAULT_CACHE_MB = 2048.0
 _MAX_THREADS = 8
 
 
+def resized_whole(source: ImageSet, index: int, input_size: Sequence[int]) -> torch.Tensor:
+    """Image ``index`` of ``source`` converted to the model's channels and resized whole (never cropped)
+    to ``input_size`` (C x H x W float in [0,1]): the pixels every labelled command sees."""
+    return resize_to(source.load(index, int(input_size[0]))[None], input_size)[0]
+
+
 class _Store:
     """What every view of one bank shares: the files, the model's input size and the cache."""
 
@@ -51,7 +57,7 @@ class _Store:
         if hit is not None:
             return hit
         # a file that cannot be decoded raises DataError naming it (labels must stay aligned: no skipping)
-        image = resize_to(self.source.load(index, self.input_size[0])[None], self.input_size)[0]
+        image = resized_whole(self.source, index, self.input_size)
         size = image.numel() * image.element_size()
         with self.lock:
             if index not in self.cache and self.cached_bytes + size <= self.limit:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import DataError
-from .bank import DEFAULT_CACHE_MB, ImageBank, Images
+from .bank import DEFAULT_CACHE_MB, ImageBank, Images, resized_whole
 from .datasets import load_dataset
 from .image_set import ImageSet, image_folder
 from .images import resize_to
@@ -48,8 +48,7 @@ def labelled_images(source: ImageSet, input_size: Sequence[int]) -> tuple[torch.
     """All images of a labelled set (an ImageFolder tree) as model-sized tensors, whole images resized, at
     once (memory grows with the set: :func:`open_labelled` reads on demand instead)."""
     _check_labelled(source)
-    c = int(input_size[0])
-    images = torch.stack([resize_to(source.load(i, c)[None], input_size)[0] for i in range(len(source))])
+    images = torch.stack([resized_whole(source, i, input_size) for i in range(len(source))])
     return images, source.labels()
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from .bank import ImageBank
-from .image_set import ImageSet, image_folder, tensor_set
+from .bank import ImageBank, image_set_of
+from .image_set import ImageSet, image_folder
 from .photos import BUNDLED_NAMES, bundled_photos
 from .proxies import PROXY_NAMES
 
@@ -20,10 +20,8 @@ def open_images(spec: str | Path | ImageSet | torch.Tensor | ImageBank) -> Image
     """An :class:`ImageSet` from a path, ``photos``/``photos-eval``, a tensor, an image bank, or an ImageSet."""
     if isinstance(spec, ImageSet):
         return spec
-    if isinstance(spec, ImageBank):
-        return spec.as_image_set()
-    if isinstance(spec, torch.Tensor):
-        return tensor_set(spec)
+    if isinstance(spec, (torch.Tensor, ImageBank)):
+        return image_set_of(spec)
     text = str(spec)
     if text in BUNDLED_NAMES:
         return bundled_photos(text)

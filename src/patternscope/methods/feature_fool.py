@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -78,8 +79,12 @@ def _fff_objective(model: Classifier, delta: torch.Tensor, config: FeatureFoolCo
     return activation_log_norms(model, delta, _layers(model, config), "mean", "none")
 
 
-def _param(rule: str):
-    def make(shape: tuple[int, int, int], config: FeatureFoolConfig, device: torch.device) -> RescalingParam:
+def rescaling_param(rule: str):
+    """The recipe ``param`` of a δ halved by ``rule`` (:class:`RescalingParam`): ``every``
+    ``config.rescale_every`` steps (FFF), or when ``config.saturation`` of it sits at ±ε (GD-UAP, PSP-UAP)."""
+
+    def make(shape: tuple[int, int, int], config: Any, device: torch.device) -> RescalingParam:
+        every = {"every": config.rescale_every} if rule == "every" else {}
         return RescalingParam(
             shape,
             config.eps,
@@ -88,8 +93,8 @@ def _param(rule: str):
             init=config.init,
             seed=config.seed,
             rule=rule,
-            every=config.rescale_every,
             threshold=config.saturation,
+            **every,
         )
 
     return make
@@ -108,7 +113,7 @@ GD_UAP = Recipe(
     default_data=("gaussian",),
     step_cost=lambda c: 1 if c.prior == "none" else c.batch_size,
     uses_data=lambda c: c.prior != "none",
-    param=_param("saturation"),
+    param=rescaling_param("saturation"),
 )
 
 FFF = Recipe(
@@ -120,5 +125,5 @@ FFF = Recipe(
     default_data=(),
     step_cost=lambda _c: 1,
     uses_data=lambda _c: False,
-    param=_param("every"),
+    param=rescaling_param("every"),
 )

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from ..core.classifier import Classifier
 from ..core.objectives import Objective
-from ..core.params import RescalingParam
 from ..errors import PatternError
+from .feature_fool import rescaling_param
 from .recipe import Recipe, UAPConfig
 
 PRIORS = ("gaussian", "jigsaw")
@@ -250,19 +250,6 @@ def psp_batches(config: PSPConfig, input_size: Sequence[int]) -> Callable[[int, 
     return batch
 
 
-def _param(shape: tuple[int, int, int], config: PSPConfig, device: torch.device) -> RescalingParam:
-    return RescalingParam(
-        shape,
-        config.eps,
-        config.norm,
-        device=device,
-        init=config.init,
-        seed=config.seed,
-        rule="saturation",
-        threshold=config.saturation,
-    )
-
-
 RECIPE = Recipe(
     name="psp-uap",
     title="PSP-UAP (pseudo-semantic prior, 2025)",
@@ -272,6 +259,6 @@ RECIPE = Recipe(
     # two forward-only passes for the weights, one forward and backward for the loss
     step_cost=lambda c: c.batch_size * 5 / 3,
     uses_data=lambda _c: False,
-    param=_param,
+    param=rescaling_param("saturation"),
     own_batches=psp_batches,
 )
