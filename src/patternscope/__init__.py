@@ -69,7 +69,7 @@ from .errors import (
     SearchDivergedError,
     WeightsError,
 )
-from .methods import METHODS, DominantConfig, SearchOutcome, UAPConfig, find_pattern
+from .methods import METHODS, DominantConfig, PaperDominantConfig, SearchOutcome, UAPConfig, find_pattern
 
 if TYPE_CHECKING:  # run folders and reports draw figures: matplotlib is imported on first use
     from .runs.compare import CompareConfig, Comparison, MethodFailed, compare_patterns
@@ -108,6 +108,7 @@ __all__ = [
     "ModelSpecError",
     "NeuralCleanseConfig",
     "NeuralCleanseReport",
+    "PaperDominantConfig",
     "Pattern",
     "PatternError",
     "PatternscopeError",

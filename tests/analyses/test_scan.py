@@ -9,7 +9,7 @@ import torch
 
 from patternscope.analyses.anomaly import anomaly_indices, flag_small
 from patternscope.analyses.classwise import other_classes
-from patternscope.analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
+from patternscope.analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse, pool_indices
 from patternscope.analyses.scan import ScanConfig, format_scan, scan_model
 from patternscope.core.predict import predicted_class as predicted
 from patternscope.data import stratified_split
@@ -115,3 +115,20 @@ def test_neural_cleanse_survives_nan_outputs():
     report = neural_cleanse(model, torch.rand(16, 1, 8, 8), NeuralCleanseConfig(images=16, max_epochs=2, seeds=2))
     assert report.diverged_runs == 6
     assert report.flagged == [] and all(v == 64 for v in report.l1)
+
+
+def test_neural_cleanse_pool_is_class_stratified_not_the_first_classes():
+    """A class-sorted set (as an ImageFolder tree is read) of 10 classes x 150: the 1,000 images Neural
+    Cleanse uses cover every class (100 each), not the first 7; seeded, sorted, no repeats."""
+    labels = torch.arange(10).repeat_interleave(150)
+    idx = pool_indices(1500, 1000, labels, seed=0)
+    counts = torch.bincount(labels[idx], minlength=10)
+    assert idx.numel() == 1000 and idx.unique().numel() == 1000 and torch.equal(idx, idx.sort().values)
+    assert counts.tolist() == [100] * 10
+    assert torch.equal(idx, pool_indices(1500, 1000, labels, seed=0))
+    assert not torch.equal(idx, pool_indices(1500, 1000, labels, seed=1))
+    uneven = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(2000, dtype=torch.long)])
+    assert torch.bincount(uneven[pool_indices(2030, 100, uneven)]).tolist() == [30, 70]  # small classes whole
+    assert pool_indices(50, 1000, labels[:50]).tolist() == list(range(50))  # fewer images than the cap: all
+    unlabelled = pool_indices(1500, 1000, None, seed=0)
+    assert unlabelled.numel() == 1000 and torch.bincount(labels[unlabelled]).min() > 60

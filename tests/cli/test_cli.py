@@ -190,6 +190,17 @@ def test_user_errors_are_one_line_messages_without_partial_files(
     assert not (out / "pattern.safetensors").exists() and not (out / "metrics.json").exists()
 
 
+def test_recipe_paper_runs_the_papers_recipe_and_dominance_sets_the_class_term(tmp_path, tiny_weights, digit_folders):
+    paper, strong = tmp_path / "paper", tmp_path / "strong"
+    assert _find(paper, tiny_weights, digit_folders, "--recipe", "paper", "--steps", "3") == 0
+    assert _find(strong, tiny_weights, digit_folders, "--dominance", "2", "--steps", "3") == 0
+    meta = json.loads((paper / "pattern.json").read_text())
+    assert meta["method"] == "dominant-paper" and meta["settings"]["dominance"] == 0
+    meta = json.loads((strong / "pattern.json").read_text())
+    assert meta["method"] == "dominant" and meta["settings"]["dominance"] == 2
+    assert main(["find", "dominant", "--out", str(tmp_path / "bad"), "--dominance", "-1", "--quiet"]) == EXIT_USER
+
+
 def test_models_listing(capsys):
     assert main(["models"]) == 0
     assert "efficientnet_lite0" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from patternscope.errors import RunDirError, SearchDivergedError
 EPS = 0.2
 
 
-def _setup(model, digits, steps, ckpt=None, resume=False, optimizer="adam", lr=1e-2):
+def _setup(model, digits, steps, ckpt=None, resume=False, optimizer="adam", lr=1e-2, **loop):
     stream = BatchStream([tensor_set(digits.train_x[:300])], model.input_size, seed=7)
     param = AdditiveParam(model.input_size, EPS)
     objective = dominant_cosine(model, param.delta)
@@ -29,6 +31,7 @@ def _setup(model, digits, steps, ckpt=None, resume=False, optimizer="adam", lr=1
         resume=resume,
         window=5,
         progress=False,
+        **loop,
     )
     return param, objective, stream, config
 
@@ -54,6 +57,36 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_model, digits, tmp_p
     assert torch.equal(param3.delta, param.delta)
     assert resumed.history == full.history
     assert torch.equal(resumed.best_tensors["delta"], full.best_tensors["delta"])
+
+
+def test_cosine_schedule_rates_and_exact_resume(tiny_model, digits, tmp_path):
+    """The rate warms up linearly, then falls along a cosine to lr * lr_floor at the last step; it is a
+    function of the step, so an interrupted search resumes to the uninterrupted result."""
+    loop = {"lr_schedule": "cosine", "warmup": 3, "lr_floor": 0.1}
+    rates = [SearchConfig(steps=20, lr=0.1, **loop).lr_at(s) for s in range(20)]
+    assert rates[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert rates[-1] == pytest.approx(0.01) and all(a >= b for a, b in itertools.pairwise(rates[3:]))
+    param, objective, stream, config = _setup(tiny_model, digits, 20, **loop)
+    full = run_search(param, objective, stream.batch, config)
+    constant = _setup(tiny_model, digits, 20)
+    assert full.history != run_search(constant[0], constant[1], constant[2].batch, constant[3]).history
+
+    ckpt = tmp_path / "checkpoint.pt"
+    param2, objective2, stream2, config2 = _setup(tiny_model, digits, 20, ckpt, **loop)
+
+    def interrupt(step, _loss):
+        if step == 9:
+            raise KeyboardInterrupt
+
+    with pytest.raises(SearchInterrupted):
+        run_search(param2, objective2, stream2.batch, config2, on_step=interrupt)
+    param3, objective3, stream3, config3 = _setup(tiny_model, digits, 20, ckpt, resume=True, **loop)
+    resumed = run_search(param3, objective3, stream3.batch, config3)
+    assert resumed.history == full.history and torch.equal(param3.delta, param.delta)
+    # the schedule spans the steps, so resuming with another step count is refused
+    param4, objective4, stream4, config4 = _setup(tiny_model, digits, 30, ckpt, resume=True, **loop)
+    with pytest.raises(RunDirError, match="other settings"):
+        run_search(param4, objective4, stream4.batch, config4)
 
 
 def test_resume_from_periodic_checkpoint_after_a_crash(tiny_model, digits, tmp_path):

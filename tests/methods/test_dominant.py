@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patternscope import DominantConfig, evaluate_pattern, tensor_set
+from patternscope import DominantConfig, PaperDominantConfig, evaluate_pattern, tensor_set
 from patternscope.errors import PatternError
 from patternscope.methods import find_dominant_pattern
 
@@ -89,3 +89,28 @@ def test_search_is_deterministic_given_the_seed(tiny_model, digits):
     c = find_dominant_pattern(tiny_model, [tensor_set(digits.train_x)], eps=EPS, steps=5, seed=4, progress=False)
     assert torch.equal(a.pattern.delta, b.pattern.delta)
     assert not torch.equal(a.pattern.delta, c.pattern.delta)
+
+
+def test_the_pull_towards_the_own_class_raises_agreement_over_the_papers_recipe(tiny_model, digits):
+    """The default recipe's extra term (dominance 1) against the paper's recipe (none), at a budget where
+    neither saturates: more of the perturbed predictions become the pattern's class, and no less fooling."""
+    data = [tensor_set(digits.train_x)]
+    paper = find_dominant_pattern(tiny_model, data, PaperDominantConfig(eps=0.15, steps=40), progress=False)
+    default = find_dominant_pattern(tiny_model, data, eps=0.15, steps=40, progress=False)
+    assert paper.pattern.meta["method"] == "dominant-paper" and paper.pattern.meta["settings"]["dominance"] == 0
+    assert default.pattern.meta["method"] == "dominant" and default.pattern.meta["settings"]["dominance"] == 1.0
+    ev_paper = evaluate_pattern(tiny_model, paper.pattern, digits.test_x)
+    ev_default = evaluate_pattern(tiny_model, default.pattern, digits.test_x)
+    assert ev_default.agreement > ev_paper.agreement + 0.1
+    assert ev_default.fooling_ratio >= ev_paper.fooling_ratio
+
+
+def test_the_class_pull_reads_the_logits_whatever_the_feature_layer(tiny_model):
+    """With a feature layer, the class term still reads the logits of the same forward pass."""
+    delta = torch.zeros(tiny_model.input_size)
+    x = torch.rand(4, *tiny_model.input_size)
+    feats, logits = tiny_model.features_and_logits(x + delta, "fc:in")
+    assert torch.allclose(feats, tiny_model.features(x + delta, "fc:in"))
+    assert torch.allclose(logits, tiny_model(x + delta))
+    out = find_dominant_pattern(tiny_model, "jigsaw", layer="fc:in", dominance=0.5, steps=3, progress=False)
+    assert out.pattern.meta["settings"]["layer"] == "fc:in" and out.result.steps_done == 3

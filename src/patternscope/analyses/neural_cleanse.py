@@ -195,25 +195,48 @@ class NeuralCleanseReport:
         return out
 
 
+def pool_indices(n_images: int, size: int, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """Which ``size`` of ``n_images`` images Neural Cleanse reverses triggers on (sorted indices).
+
+    With ``labels``, class-stratified: each class's images in a seeded random order, taken round-robin
+    over the classes, so every class is represented as evenly as its count allows (a class-sorted
+    folder would otherwise give only its first classes). Without labels, a seeded random subset."""
+    if n_images <= size:
+        return torch.arange(n_images)
+    gen = torch.Generator().manual_seed(seed)
+    if labels is None:
+        return torch.randperm(n_images, generator=gen)[:size].sort().values
+    if labels.numel() != n_images:
+        raise DataError(f"{labels.numel()} labels for {n_images} images")
+    per_class = []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        per_class.append(idx[torch.randperm(idx.numel(), generator=gen)].tolist())
+    order = [group[i] for i in range(max(len(g) for g in per_class)) for group in per_class if i < len(group)]
+    return torch.tensor(order[:size]).sort().values
+
+
 def neural_cleanse(
     model: Classifier,
     images: Images,
     config: NeuralCleanseConfig | None = None,
     *,
+    labels: torch.Tensor | None = None,
     classes: list[int] | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> NeuralCleanseReport:
     """Run Neural Cleanse on clean ``images`` (N x C x H x W in [0,1], any classes; a tensor or an image
     bank) for every class (or ``classes``), on ``device`` (default: the model's), with a progress bar
-    over the classes."""
+    over the classes. At most ``config.images`` of them are used: a class-stratified seeded subset when
+    ``labels`` are given, else a seeded random one (:func:`pool_indices`)."""
     from tqdm.auto import tqdm
 
     cfg = config or NeuralCleanseConfig()
     model = on_device(model, device)
     if images.ndim != 4 or images.shape[0] == 0:
         raise DataError("Neural Cleanse needs clean images (N x C x H x W)")
-    pool = images[: cfg.images]
+    pool = images[pool_indices(images.shape[0], cfg.images, labels)]
     targets = classes if classes is not None else list(range(model.num_classes))
     t0 = time.perf_counter()
     per_seed: list[list[float]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -50,14 +51,25 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Any]) ->
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    """Write ``data`` as indented, strict JSON, atomically: tensors and arrays become lists, paths strings,
+    and a non-finite number (an infinite anomaly index, a NaN) is written as ``null``, which every JSON
+    reader accepts (Python's ``Infinity``/``NaN`` are not JSON)."""
+    text = json.dumps(strict_json(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
     return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
+def strict_json(obj: Any) -> Any:
+    """``obj`` with only JSON values: dicts, lists, strings, finite numbers, booleans and ``None``."""
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, str) else k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
     if isinstance(obj, Path):
         return str(obj)
+    if hasattr(obj, "tolist"):
+        return strict_json(obj.tolist())
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

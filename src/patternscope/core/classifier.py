@@ -185,6 +185,25 @@ class Classifier(nn.Module):
             value = value[0]
         return value
 
+    def features_and_logits(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The activations of ``layer`` (as :meth:`features`) and the logits, from one whole forward."""
+        if layer in (None, "", "logits"):
+            logits = self(x)
+            return logits, logits
+        module, where = self._tap(layer)
+        captured: list[Any] = []
+
+        def hook(_mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if not captured:
+                captured.append(inputs[0] if where == "in" else output)
+
+        handle = module.register_forward_hook(hook)
+        try:
+            logits = self(x)
+        finally:
+            handle.remove()
+        return captured[0], logits
+
     def activations(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:
         """Outputs of every call of the named submodules (in call order) during one forward of ``x``."""
         captured: list[torch.Tensor] = []

@@ -49,41 +49,76 @@ def _pattern_and_perturbed_features(
     model: Classifier, delta: torch.Tensor, x: torch.Tensor, layer: str | None, clip: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """g(δ) (1 x D) and g(x + δ) (N x D) in float32, from one forward pass of the batch [δ, x + δ]."""
-    perturbed = x + delta
-    if clip:
-        perturbed = perturbed.clamp(0, 1)
-    feats = model.features(torch.cat([delta.unsqueeze(0), perturbed]), layer).flatten(1).float()
+    feats = model.features(_pattern_and_perturbed(delta, x, clip), layer).flatten(1).float()
     return feats[:1], feats[1:]
 
 
-def dominant_cosine(model: Classifier, delta: torch.Tensor, layer: str | None = None, clip: bool = False) -> Objective:
+def _pattern_and_perturbed(delta: torch.Tensor, x: torch.Tensor, clip: bool) -> torch.Tensor:
+    perturbed = x + delta
+    if clip:
+        perturbed = perturbed.clamp(0, 1)
+    return torch.cat([delta.unsqueeze(0), perturbed])
+
+
+def _features_with_class_term(
+    model: Classifier, delta: torch.Tensor, x: torch.Tensor, layer: str | None, clip: bool, dominance: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """g(δ), g(x + δ) and the own-class term (:func:`_own_class_term`), from one forward pass."""
+    if not dominance or layer in (None, "", "logits"):
+        own, perturbed = _pattern_and_perturbed_features(model, delta, x, layer, clip)
+        return own, perturbed, _own_class_term(own, perturbed, dominance)
+    feats, logits = model.features_and_logits(_pattern_and_perturbed(delta, x, clip), layer)
+    feats, logits = feats.flatten(1).float(), logits.float()
+    return feats[:1], feats[1:], _own_class_term(logits[:1], logits[1:], dominance)
+
+
+def _own_class_term(own: torch.Tensor, perturbed: torch.Tensor, dominance: float) -> torch.Tensor:
+    """``dominance`` x the mean cross-entropy of the perturbed logits towards the pattern's own class
+    argmax f(δ) (no label: the class is whatever δ alone is classified as, and may change each step)."""
+    if not dominance:
+        return torch.zeros((), device=perturbed.device)
+    own_class = own.argmax(1).detach().expand(perturbed.shape[0])
+    return dominance * F.cross_entropy(perturbed, own_class)
+
+
+def dominant_cosine(
+    model: Classifier, delta: torch.Tensor, layer: str | None = None, clip: bool = False, dominance: float = 0.0
+) -> Objective:
     """Ye et al. 2021, "pursuing insensitivity in feature space": mean over x of 1 - cos(g(δ), g(x + δ)).
 
     g is the model up to ``layer`` (``None``/``"logits"`` for the output). g(δ) is δ alone on a black
     image; gradients flow through both terms (δ and x + δ run in one forward pass; the model is in eval
     mode, so the batch entries do not interact). ``clip``: clip x + δ to [0,1] (the authors did not).
+    ``dominance`` > 0 adds that weight times the cross-entropy of f(x + δ) towards argmax f(δ), the
+    pattern's own class, on the logits whatever ``layer`` is (still label-free): the cosine makes the
+    features point the same way, this term makes the outputs agree on the top class.
     """
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        own, perturbed = _pattern_and_perturbed_features(model, delta, x, layer, clip)
-        return (1 - F.cosine_similarity(own, perturbed, dim=1)).mean()
+        own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance)
+        return (1 - F.cosine_similarity(own, perturbed, dim=1)).mean() + pull
 
-    return Objective(fn, f"dominant_cosine[{layer or 'logits'}]")
+    suffix = f",dominance={dominance:g}" if dominance else ""
+    return Objective(fn, f"dominant_cosine[{layer or 'logits'}{suffix}]")
 
 
-def dominant_kl(model: Classifier, delta: torch.Tensor, layer: str | None = None, clip: bool = False) -> Objective:
+def dominant_kl(
+    model: Classifier, delta: torch.Tensor, layer: str | None = None, clip: bool = False, dominance: float = 0.0
+) -> Objective:
     """The KL variant of the dominant objective: KL(softmax g(δ) || softmax g(x + δ)), averaged over x.
 
-    Log-softmax on the perturbed side; gradients flow through both terms.
+    Log-softmax on the perturbed side; gradients flow through both terms. ``dominance`` as in
+    :func:`dominant_cosine`.
     """
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        own, perturbed = _pattern_and_perturbed_features(model, delta, x, layer, clip)
+        own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance)
         target = F.log_softmax(own, dim=1)
         log_probs = F.log_softmax(perturbed, dim=1)
-        return F.kl_div(log_probs, target.expand_as(log_probs), reduction="batchmean", log_target=True)
+        return F.kl_div(log_probs, target.expand_as(log_probs), reduction="batchmean", log_target=True) + pull
 
-    return Objective(fn, f"dominant_kl[{layer or 'logits'}]")
+    suffix = f",dominance={dominance:g}" if dominance else ""
+    return Objective(fn, f"dominant_kl[{layer or 'logits'}{suffix}]")
 
 
 def logit_sum(model: Classifier, delta: torch.Tensor) -> Objective:

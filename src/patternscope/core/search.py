@@ -97,6 +97,11 @@ class SearchConfig:
         workers: input-pipeline worker processes building batches ahead (0: one background thread).
             Batches are a pure function of the step, so the result is the same for any number; not part
             of the checkpoint's settings.
+        lr_schedule: ``constant`` or ``cosine`` (from ``lr`` down to ``lr * lr_floor`` over ``steps``,
+            after a linear warm-up over ``warmup`` steps); the rate is a pure function of the step, so a
+            resumed search is exact.
+        warmup: warm-up steps of the cosine schedule (0: none).
+        lr_floor: the cosine schedule's last rate, as a share of ``lr``.
     """
 
     steps: int = 1000
@@ -120,11 +125,29 @@ class SearchConfig:
     data_parallel: bool = False
     replicated: bool = False
     workers: int = 0
+    lr_schedule: str = "constant"
+    warmup: int = 0
+    lr_floor: float = 0.0
 
     def fingerprint(self) -> dict[str, Any]:
-        """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended)."""
-        keys = ("batch_size", "optimizer", "lr", "weight_decay", "seed", "window")
+        """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended,
+        except under a schedule, whose rates depend on it)."""
+        keys: tuple[str, ...] = ("batch_size", "optimizer", "lr", "weight_decay", "seed", "window")
+        if self.lr_schedule != "constant":
+            keys += ("lr_schedule", "warmup", "lr_floor", "steps")
         return {k: asdict(self)[k] for k in keys}
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of ``step`` (0-based) under the schedule."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        if self.lr_schedule != "cosine":
+            raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if step < self.warmup:
+            return self.lr * (step + 1) / (self.warmup + 1)
+        span = max(1, self.steps - self.warmup - 1)
+        t = min(1.0, (step - self.warmup) / span)
+        return self.lr * (self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 @dataclass
@@ -303,6 +326,9 @@ def run_search(
                 break
             x, share = distributed.shard(to_device(next(host_batches), device), ctx)
             before = meter() if meter is not None else 0.0
+            if config.lr_schedule != "constant":
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr_at(step)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 loss = objective(x)

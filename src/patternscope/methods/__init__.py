@@ -13,7 +13,7 @@ from typing import Any
 from ..core.classifier import Classifier
 from .cos_uap import CosUAPConfig
 from .df_uap import DFUAPConfig
-from .dominant import DominantConfig
+from .dominant import DominantConfig, PaperDominantConfig
 from .feature_fool import FeatureFoolConfig
 from .find import find_pattern
 from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig
@@ -27,8 +27,9 @@ def find_dominant_pattern(
 ) -> SearchOutcome:
     """A dominant pattern (Ye et al. 2021) for ``model`` over ``data``, label-free: :func:`find_pattern`
     with ``method="dominant"``; ``options`` are :func:`find_pattern`'s (``budget``, ``checkpoint``,
-    ``progress``, ...) and :class:`DominantConfig` field overrides (``steps=150``)."""
-    return find_pattern(model, data, config, method="dominant", **options)
+    ``progress``, ...) and :class:`DominantConfig` field overrides (``steps=150``); a
+    :class:`PaperDominantConfig` runs the paper's recipe (method ``dominant-paper``)."""
+    return find_pattern(model, data, config, method=None if config is not None else "dominant", **options)
 
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "DataSpec",
     "DominantConfig",
     "FeatureFoolConfig",
+    "PaperDominantConfig",
     "Recipe",
     "SGDUAPConfig",
     "SearchOutcome",

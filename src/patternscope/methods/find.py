@@ -147,6 +147,9 @@ def find_pattern(
         budget=None if parallel and budget is not None and recipe.step_cost(config) is not None else budget,
         data_parallel=parallel,  # under torchrun: split batches
         replicated=distributed.current().active,
+        lr_schedule=config.lr_schedule,
+        warmup=config.warmup,
+        lr_floor=config.lr_floor,
         workers=0 if stream is None else (default_workers(dev) if workers is None else workers),
     )
     data_text = stream.describe() if stream is not None else "none (the pattern alone)"

@@ -60,6 +60,10 @@ class UAPConfig:
         seed: fixes the batches and so the whole search.
         crop_scale: zoom range for crops of image sources, e.g. (0.1, 1.0); None: fixed-scale crops.
         amp: mixed precision (``False``, ``bf16``, ``fp16``).
+        lr_schedule: ``constant`` or ``cosine`` (decay from ``lr`` to ``lr * lr_floor`` over the run,
+            after ``warmup`` steps of linear warm-up).
+        warmup: warm-up steps of the cosine schedule.
+        lr_floor: the cosine schedule's last rate as a share of ``lr`` (0-1).
     """
 
     eps: float = 10 / 255
@@ -78,6 +82,9 @@ class UAPConfig:
     seed: int = 0
     crop_scale: tuple[float, float] | None = None
     amp: bool | str = False
+    lr_schedule: str = "constant"
+    warmup: int = 0
+    lr_floor: float = 0.0
 
     def validate(self) -> UAPConfig:
         """Check every setting (raising :class:`PatternError` naming it); returns ``self``."""
@@ -91,6 +98,10 @@ class UAPConfig:
             raise PatternError(f"keep must be last or best, got {self.keep!r}")
         if self.optimizer not in ("adam", "sign", "sgd"):
             raise PatternError(f"optimizer must be adam, sign or sgd, got {self.optimizer!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise PatternError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if int(self.warmup) < 0 or not 0 <= self.lr_floor <= 1:
+            raise PatternError(f"warmup must be >= 0 and lr_floor in [0, 1], got {self.warmup}, {self.lr_floor}")
         if self.init not in ("zeros", "uniform"):
             raise PatternError(f"init must be zeros or uniform, got {self.init!r}")
         for name in ("steps", "batch_size", "window"):

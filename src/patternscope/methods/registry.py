@@ -11,6 +11,7 @@ METHODS: dict[str, Recipe] = {
     r.name: r
     for r in (
         dominant.RECIPE,
+        dominant.PAPER_RECIPE,
         sgd_uap.RECIPE,
         feature_fool.GD_UAP,
         feature_fool.FFF,

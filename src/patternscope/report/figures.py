@@ -7,6 +7,7 @@ plain numbers or tensors, so a report can be rebuilt from a finished run folder 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -403,6 +404,8 @@ def scan_chart(
     flagging limit, and the MAD anomaly index with its threshold; flagged classes in red."""
     xs = list(range(len(names)))
     colours = [RED if i in set(flagged) else BLUE for i in xs]
+    # an index without a finite value (null in scan.json: the MAD was 0) draws no bar
+    anomaly = [a if a is not None and math.isfinite(a) else math.nan for a in anomaly]
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(xs) + 2), 5.6), sharex=True)
     axes[0].bar(xs, smallest_k, color=colours)
     axes[0].axhline(median_k, color=GREY, linestyle="--", linewidth=1, label=f"median ({median_k:g} px)")

@@ -51,7 +51,7 @@ def build(run: RunFolder) -> Page:
                 pct(r["success_fixed"]),
                 pct(r["clean_rate"]),
                 r["smallest_k"],
-                r["anomaly_index"],
+                "∞ (MAD 0)" if r["anomaly_index"] is None else r["anomaly_index"],
                 r["flagged"],
             ]
             for n, r in zip(names, rows, strict=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.atomic import strict_json
 from ..report.page import Builder
 
 SETTINGS_FILES = ("config.json", "config.toml")  # what every command with an output folder writes first
@@ -61,5 +62,6 @@ class Command:
 
 
 def indented_json(payload: Callable[[Any], Any]) -> Callable[[Any], str]:
-    """A ``Command.json`` that prints ``payload(result)`` indented by two spaces."""
-    return lambda result: json.dumps(payload(result), indent=2)
+    """A ``Command.json`` that prints ``payload(result)`` indented by two spaces, as strict JSON
+    (non-finite numbers as ``null``)."""
+    return lambda result: json.dumps(strict_json(payload(result)), indent=2, allow_nan=False)

@@ -23,7 +23,7 @@ from ..data.proxies import PROXY_NAMES
 from ..data.sources import disjoint_eval_set, open_images, training_sources
 from ..data.stream import BatchStream
 from ..errors import PatternError, RunDirError
-from ..methods import DominantConfig, find_pattern
+from ..methods import DominantConfig, PaperDominantConfig, find_pattern
 from ..report import dominant as dominant_report
 from ..report import figures
 from .command import Command, indented_json
@@ -55,13 +55,15 @@ RUN_FILES = (
 )
 DEFAULT_DATA = ("photos", "jigsaw")
 DEFAULT_EVAL = "photos-eval"
+RECIPES = ("default", "paper")
 _DOM = DominantConfig()
 
 
 @dataclass
 class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
     """Every option of ``patternscope find dominant`` (also the run's ``config.json``); the method's
-    settings default to :class:`~patternscope.methods.dominant.DominantConfig`'s (the paper's)."""
+    settings default to :class:`~patternscope.methods.dominant.DominantConfig`'s (``--recipe paper``:
+    :class:`~patternscope.methods.dominant.PaperDominantConfig`'s)."""
 
     out: str = option("runs/dominant", help="run folder to write (created if missing)", metavar="DIR", required=True)
     data: list[str] = option(
@@ -107,6 +109,18 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         "(list names with `patternscope models --layers SPEC`)",
     )
     loss: str = option(_DOM.loss, help="1 - cosine (default) or KL", choices=("cos", "kl"))
+    recipe: str = option(
+        "default",
+        help="default: the paper's loss plus a pull towards the pattern's own class (measured best); "
+        "paper: the paper's recipe exactly",
+        choices=RECIPES,
+    )
+    dominance: float | None = option(
+        None,
+        help=f"weight of the pull of f(x+δ) towards argmax f(δ), the pattern's own class (default: "
+        f"{_DOM.dominance:g}; 0 with --recipe paper)",
+        metavar="W",
+    )
     clip_during_search: bool = option(
         _DOM.clip_during_search,
         help="clip x+δ to [0,1] during the search (the paper does not; evaluation always clips)",
@@ -125,13 +139,17 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
     eval_batch_size: int = 64
 
     def dominant_config(self) -> DominantConfig:
-        """The validated method settings (budget parsed, crop scale and amp converted)."""
+        """The validated method settings of ``--recipe`` (budget parsed, crop scale and amp converted)."""
+        if self.recipe not in RECIPES:
+            raise PatternError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        kind = PaperDominantConfig if self.recipe == "paper" else DominantConfig
         config = config_from(
-            DominantConfig,
+            kind,
             self,
             eps=parse_eps(self.eps, self.norm),
             crop_scale=parse_crop_scale(self.crop_scale),
             amp=False if self.amp == "off" else self.amp,
+            dominance=kind().dominance if self.dominance is None else self.dominance,
         )
         return config.validate()
 
@@ -206,7 +224,6 @@ def find_dominant_run(
             model,
             stream,
             config,
-            method="dominant",
             checkpoint=out / "checkpoint.pt",
             checkpoint_every=opts.checkpoint_every,
             resume=opts.resume,

@@ -136,7 +136,14 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
     nc = None
     if opts.neural_cleanse:
         search_idx, _ = stratified_split(data.labels, config.holdout, config.seed)
-        result = neural_cleanse(model, data.images[search_idx], nc_config, classes=opts.classes, progress=progress)
+        result = neural_cleanse(
+            model,
+            data.images[search_idx],
+            nc_config,
+            labels=data.labels[search_idx],
+            classes=opts.classes,
+            progress=progress,
+        )
         nc = result.to_dict()
         log(f"Neural Cleanse: flagged {result.flagged or 'nothing'} in {result.seconds:.1f} s")
     _write_scan_outputs(out, model, data, report, nc)
