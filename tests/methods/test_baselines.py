@@ -14,6 +14,7 @@ from patternscope.methods import get_recipe
 # CNN (GD-UAP measured: 0.02 fooling at eps 0.2, 0.67 at 0.3); UAP's DeepFool costs ~100 passes/image.
 CASES = {
     "dominant": (0.2, 2000, "digits"),
+    "dominant-paper": (0.2, 2000, "digits"),
     "sgd-uap": (0.2, 2000, "digits"),
     "gd-uap": (0.3, 3000, None),
     "fff": (0.2, 2000, None),
