@@ -164,16 +164,33 @@ class Classifier(nn.Module):
         """
         if layer in (None, "", "logits"):
             return self(x)
+        return self._tapped_forward(x, layer, whole=False)[0]
+
+    def features_and_logits(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The activations of ``layer`` (as :meth:`features`) and the logits, from one whole forward."""
+        if layer in (None, "", "logits"):
+            logits = self(x)
+            return logits, logits
+        value, logits = self._tapped_forward(x, layer, whole=True)
+        assert logits is not None
+        return value, logits
+
+    def _tapped_forward(self, x: torch.Tensor, layer: str, whole: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first activation read at ``layer``'s tap during a forward of ``x``, and the logits when
+        ``whole`` (otherwise the forward stops at the tap and the logits are None)."""
         module, where = self._tap(layer)
         captured: list[Any] = []
 
         def hook(_mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            captured.append(inputs[0] if where == "in" else output)
-            raise _Captured
+            if not captured:
+                captured.append(inputs[0] if where == "in" else output)
+            if not whole:
+                raise _Captured
 
         handle = module.register_forward_hook(hook)
+        logits = None
         try:
-            self(x)
+            logits = self(x)
         except _Captured:
             pass
         finally:
@@ -183,26 +200,7 @@ class Classifier(nn.Module):
         value = captured[0]
         if isinstance(value, (tuple, list)):
             value = value[0]
-        return value
-
-    def features_and_logits(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The activations of ``layer`` (as :meth:`features`) and the logits, from one whole forward."""
-        if layer in (None, "", "logits"):
-            logits = self(x)
-            return logits, logits
-        module, where = self._tap(layer)
-        captured: list[Any] = []
-
-        def hook(_mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            if not captured:
-                captured.append(inputs[0] if where == "in" else output)
-
-        handle = module.register_forward_hook(hook)
-        try:
-            logits = self(x)
-        finally:
-            handle.remove()
-        return captured[0], logits
+        return value, logits
 
     def activations(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:
         """Outputs of every call of the named submodules (in call order) during one forward of ``x``."""
