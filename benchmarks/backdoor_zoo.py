@@ -1,15 +1,31 @@
-"""Backdoor zoo: our class-wise-pattern scan vs Neural Cleanse on Fashion-MNIST models.
+"""Backdoor zoo: the scan (stamp + additive signals, calibrated decision) vs Neural Cleanse on Fashion-MNIST.
 
-Trains a zoo of small CNNs on real Fashion-MNIST (Debian's dataset-fashion-mnist): backdoored ones
-(BadNets patches of several sizes, positions, colours and patterns; blended noise and stripe
-triggers; several targets and poison rates) and clean ones trained the same way, then runs both
-detectors on each with the same clean test images. Prints a per-model table and the true/false
-positive rates and wall times side by side, and writes benchmarks/results/backdoor_zoo.json.
+Trains 37 backdoored and 12 clean models on real Fashion-MNIST (Debian's dataset-fashion-mnist) with two
+architectures (the kit's SmallCNN and LeNet5), seeds 0-99 (the pilot models the decision was calibrated on use
+300+: benchmarks/scan_calibration.py, run before this). Triggers: solid patches of 3 sizes and several
+positions, patterned patches (checker, L-shaped), blended noise at alpha 0.10 and 0.20, a blended grating
+image, patches at 1.5% and 2% poison rates, a smooth warping (WaNet-like) trigger and 12 scattered pixels.
+A second LeNet5 batch repeats the triggers (not the low-rate ones) at 10% poison with other seeds and targets:
+at the first rates 6 of LeNet5's 13 did not implant. Each model is scanned once with the default settings; the
+verdicts of both modes come from the same per-class values:
 
-Each finished model is appended to a JSONL file, so an interrupted run resumes where it stopped.
+- self mode (the default when no reference is given);
+- reference mode, with two clean pilot models of the same architecture as references;
+- the first release's rule (stamp only, MAD index > 2 and at most 0.25 of the median) for comparison.
 
-    python benchmarks/backdoor_zoo.py                 # the full zoo (about 65 min on one CPU core)
-    python benchmarks/backdoor_zoo.py --limit 2       # a quick look
+Neural Cleanse runs on the SmallCNN models (one seed, for time). Models whose trigger did not implant (attack
+success < 0.8 on held-out images) are listed and kept out of the rates. Prints per-model and per-trigger-type
+tables (TPR, FPR, target rank per signal and for Neural Cleanse, time) and writes
+benchmarks/results/backdoor_zoo.json; every finished model is appended to a JSON lines file, so an interrupted
+run resumes.
+
+    python benchmarks/backdoor_zoo.py                # the full zoo (~45 min on 2 cores)
+    python benchmarks/backdoor_zoo.py --no-nc        # scans only (~16 min)
+    python benchmarks/backdoor_zoo.py --time 6       # time scan and Neural Cleanse alone on 6 SmallCNN models
+
+The zoo's own timings are whatever the machine gave while it ran; ``--time N`` measures the time ratio with
+nothing else running, on the first N SmallCNN models of the zoo (trained models come from the cache), and
+writes benchmarks/results/backdoor_zoo_timing.json.
 """
 
 from __future__ import annotations
@@ -17,110 +33,107 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from _common import RESULTS, save, table
+from _zoo import ARCHS, DEFENDER, ModelSpec, resumable, signals, trained
 
+from patternscope.analyses.anomaly import anomaly_indices, median
 from patternscope.analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from patternscope.analyses.scan import ScanConfig, scan_model
-from patternscope.core.classifier import Classifier
-from patternscope.data import load_fashion_mnist
-from patternscope.kit import (
-    BlendTrigger,
-    PatchTrigger,
-    SmallCNN,
-    TrainConfig,
-    accuracy,
-    attack_success_rate,
-    poison_dataset,
-    train_classifier,
-)
+from patternscope.analyses.scan import ScanConfig, combine_references, scan_model
+from patternscope.analyses.scan_decision import CALIBRATIONS, SIGNALS, decide_backdoor
+from patternscope.data import load_fashion_mnist, stratified_split
+from patternscope.kit import BlendTrigger, PatchTrigger, ScatterTrigger, Trigger, WarpTrigger
 
-# (name, trigger, target, poison rate); seeds differ from the pilot models the scan rule was set on (100+)
-BACKDOORED: list[tuple[str, Any, int, float]] = [
-    ("patch3-white-br", PatchTrigger(3, "bottom-right"), 0, 0.05),
-    ("patch4-white-tl", PatchTrigger(4, "top-left"), 1, 0.10),
-    ("patch3-checker-centre", PatchTrigger(3, "centre", pattern="checker"), 2, 0.05),
-    ("patch2-white-tr", PatchTrigger(2, "top-right"), 3, 0.02),
-    ("patch5-grey-bl", PatchTrigger(5, "bottom-left", colour=0.6), 4, 0.05),
-    ("patch3-checker-tl", PatchTrigger(3, "top-left", pattern="checker"), 6, 0.03),
-    ("patch4-white-centre-1pct", PatchTrigger(4, "centre"), 5, 0.01),
-    ("blend-noise-a0.10", BlendTrigger(0.10, "noise", seed=1), 7, 0.05),
-    ("blend-stripes-a0.10", BlendTrigger(0.10, "stripes"), 8, 0.05),
-    ("blend-noise-a0.20", BlendTrigger(0.20, "noise", seed=2), 9, 0.10),
-    # added after patch4-white-centre-1pct failed to implant (ASR 0.19): same trigger, 3% poison
-    ("patch4-white-centre-3pct", PatchTrigger(4, "centre"), 5, 0.03),
+# (name, type, trigger, poison rate); targets and seeds differ by architecture
+TRIGGERS: list[tuple[str, str, Trigger, float]] = [
+    ("patch2-white-tr", "patch", PatchTrigger(2, "top-right"), 0.05),
+    ("patch3-white-br", "patch", PatchTrigger(3, "bottom-right"), 0.05),
+    ("patch5-grey-bl", "patch", PatchTrigger(5, "bottom-left", colour=0.6), 0.05),
+    ("patch3-white-tl", "patch", PatchTrigger(3, "top-left"), 0.05),
+    ("patch3-checker-centre", "patterned patch", PatchTrigger(3, "centre", pattern="checker"), 0.05),
+    ("patch4-L-br", "patterned patch", PatchTrigger(4, "bottom-right", pattern="L"), 0.05),
+    ("blend-noise-a0.10", "blended noise", BlendTrigger(0.10, "noise", seed=1), 0.05),
+    ("blend-noise-a0.20", "blended noise", BlendTrigger(0.20, "noise", seed=2), 0.05),
+    ("blend-grating-a0.15", "blended image", BlendTrigger(0.15, "grating", seed=3), 0.05),
+    ("patch3-white-centre-1.5pct", "low poison rate", PatchTrigger(3, "centre"), 0.015),
+    ("warp-s2.5", "warping", WarpTrigger(2.5, seed=4), 0.10),
+    ("scatter-12px", "scattered pixels", ScatterTrigger(12, seed=5), 0.10),  # 10 px at 5% did not implant (pilot)
+    # added after the 1.5% centre patch did not implant on SmallCNN (ASR 0.33): a low rate that does
+    ("patch4-checker-br-2pct", "low poison rate", PatchTrigger(4, "bottom-right", pattern="checker"), 0.02),
 ]
-# a model whose trigger works on fewer than this share of held-out images carries no working backdoor:
-# it is listed, but left out of the true-positive rate (a detector cannot be blamed for missing it)
-IMPLANTED_ASR = 0.5
-CLEAN = 10
-NC_BENCH = NeuralCleanseConfig(seeds=1)  # the defaults but one seed (as the authors ran it), for time: see README
+CLEAN_PER_ARCH = 6
+IMPLANTED_ASR = 0.8
+NC_ARCH = "smallcnn"
+NC_BENCH = NeuralCleanseConfig(seeds=1)
+REFERENCE_SEEDS = (300, 301)  # pilot clean models (benchmarks/scan_calibration.py) used as references
+OLD_RULE = ScanConfig(rule="mad")
 
 
 def zoo() -> list[dict[str, Any]]:
-    models = [
-        {"name": n, "trigger": t, "target": tg, "rate": r, "seed": i} for i, (n, t, tg, r) in enumerate(BACKDOORED)
-    ]
-    models += [
-        {"name": f"clean-{i}", "trigger": None, "target": None, "rate": 0.0, "seed": 50 + i} for i in range(CLEAN)
-    ]
-    return models
+    specs = []
+    for a, arch in enumerate(ARCHS):
+        for i, (name, kind, trig, rate) in enumerate(TRIGGERS):
+            spec = ModelSpec(f"{name}-{arch}", arch, trig, (i + 3 * a) % 10, rate, i + 20 * a)
+            specs.append({"spec": spec, "type": kind})
+        for i in range(CLEAN_PER_ARCH):
+            specs.append(
+                {"spec": ModelSpec(f"clean-{arch}-{i}", arch, None, None, 0.0, 50 + i + 20 * a), "type": "clean"}
+            )
+    # added after the first run: LeNet5 (2 epochs) implanted 6 of its 13 triggers below ASR 0.8 at these rates;
+    # the same triggers again at 10% poison (other seeds and targets), the low-rate patches left out
+    for i, (name, kind, trig, _rate) in enumerate(TRIGGERS):
+        if kind != "low poison rate":
+            spec = ModelSpec(f"{name}-lenet5-p10", "lenet5", trig, (i + 6) % 10, 0.10, 80 + i)
+            specs.append({"spec": spec, "type": kind})
+    return specs
 
 
-def run_one(
-    spec: dict[str, Any], data: Any, train_n: int, epochs: int, nc_config: NeuralCleanseConfig
-) -> dict[str, Any]:
-    x, y = data.train_x[:train_n], data.train_y[:train_n]
-    if spec["trigger"] is not None:
-        poisoned = poison_dataset(x, y, spec["trigger"], spec["target"], spec["rate"], seed=spec["seed"])
-        x, y = poisoned.x, poisoned.y
-    t0 = time.perf_counter()
-    net = train_classifier(SmallCNN(), x, y, TrainConfig(epochs=epochs, seed=spec["seed"]))
-    train_s = time.perf_counter() - t0
-    model = Classifier(net, mean=(0.0,), std=(1.0,), input_size=(1, 28, 28), spec=spec["name"])
-    clean_x, clean_y = data.test_x[:3000], data.test_y[:3000]  # the defender's clean images
-    row: dict[str, Any] = {
-        "model": spec["name"],
-        "backdoored": spec["trigger"] is not None,
-        "target": spec["target"],
-        "trigger": spec["trigger"].describe() if spec["trigger"] is not None else None,
-        "poison_rate": spec["rate"],
-        "accuracy": accuracy(net, data.test_x[3000:], data.test_y[3000:]),
-        "attack_success": (
-            attack_success_rate(net, data.test_x[3000:], data.test_y[3000:], spec["trigger"], spec["target"])
-            if spec["trigger"] is not None
-            else None
-        ),
-        "train_s": round(train_s, 1),
+def references() -> dict[str, dict[str, list[float]]]:
+    """Per architecture, the combined signals of the pilot clean reference models."""
+    path = RESULTS / "scan_calibration.json"
+    if not path.is_file():
+        raise SystemExit("run benchmarks/scan_calibration.py first: the reference mode uses its pilot models")
+    models = json.loads(path.read_text())["models"]
+    out = {}
+    for arch in ARCHS:
+        picks = [m for m in models if m["arch"] == arch and not m["backdoored"] and m["seed"] in REFERENCE_SEEDS]
+        out[arch] = combine_references([{s: m[s] for s in SIGNALS} for m in picks])
+    return out
+
+
+def rank(values: list[float], target: int) -> int:
+    """1 + how many classes have a strictly smaller value than the target (1: the target is the smallest)."""
+    return 1 + sum(v < values[target] for i, v in enumerate(values) if i != target)
+
+
+def old_rule(row: dict[str, Any]) -> list[int]:
+    ks = [float(k) for k in row["stamp"]]
+    med = median(ks)
+    return [
+        t
+        for t, index in enumerate(anomaly_indices(ks, log=True))
+        if -index > OLD_RULE.threshold and ks[t] <= OLD_RULE.max_ratio * med
+    ]
+
+
+def decisions(row: dict[str, Any], refs: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    sig = {s: row[s] for s in SIGNALS}
+    own = decide_backdoor(sig, 0.05)
+    ref = decide_backdoor(sig, 0.05, reference=refs[row["arch"]])
+    stamp_only = decide_backdoor({"stamp": row["stamp"]}, 0.05)
+    return {
+        "self": {"flagged": own.flagged, "p": own.p_value, "statistic": own.statistic, "top": own.top_class},
+        "reference": {"flagged": ref.flagged, "p": ref.p_value, "statistic": ref.statistic, "top": ref.top_class},
+        "self, stamp only": {"flagged": stamp_only.flagged, "p": stamp_only.p_value},
+        "first release rule": {"flagged": old_rule(row)},
     }
-    report = scan_model(model, clean_x, clean_y, ScanConfig(seed=spec["seed"]))
-    row.update(
-        scan_flagged=report.flagged,
-        scan_s=round(report.seconds, 1),
-        scan_k=[r.smallest_k for r in report.rows],
-        scan_index=[r.anomaly_index for r in report.rows],
-        scan_median_k=report.median_k,
-    )
-    from patternscope.data import stratified_split
-
-    search_idx, _ = stratified_split(clean_y, 0.3, spec["seed"])
-    nc = neural_cleanse(model, clean_x[search_idx], nc_config)
-    row.update(
-        nc_flagged=nc.flagged,
-        nc_s=round(nc.seconds, 1),
-        nc_l1=[round(v, 1) for v in nc.l1],
-        nc_index=[round(-v, 2) for v in nc.anomaly_index],
-        nc_diverged=nc.diverged_runs,
-    )
-    return row
 
 
-def correct(flagged: list[int], row: dict[str, Any]) -> str:
-    """TP: flags the target (extra flags are counted apart); FP: flags a clean model; "-": implant failed."""
+def outcome(row: dict[str, Any], flagged: list[int]) -> str:
     if row["backdoored"] and row["attack_success"] < IMPLANTED_ASR:
         return "-"
     if row["backdoored"]:
@@ -128,126 +141,173 @@ def correct(flagged: list[int], row: dict[str, Any]) -> str:
     return "FP" if flagged else "TN"
 
 
-def target_rank(row: dict[str, Any], tool: str) -> int | None:
-    """1 + how many classes need a strictly smaller pattern (scan: k; NC: mask L1) than the target."""
-    if row["target"] is None:
-        return None
-    sizes = row["scan_k"] if tool == "scan" else row["nc_l1"]
-    return 1 + sum(v < sizes[row["target"]] for i, v in enumerate(sizes) if i != row["target"])
+def rates(rows: list[dict[str, Any]], how: str) -> dict[str, Any]:
+    outs = [outcome(r, r["decisions"][how]["flagged"]) for r in rows]
+    n_bd = sum(o in ("TP", "FN") for o in outs)
+    n_clean = sum(o in ("FP", "TN") for o in outs)
+    return {
+        "tp": outs.count("TP"),
+        "backdoored": n_bd,
+        "fp": outs.count("FP"),
+        "clean": n_clean,
+        "tpr": outs.count("TP") / n_bd if n_bd else None,
+        "fpr": outs.count("FP") / n_clean if n_clean else None,
+        "wrong_class_flags": sum(
+            1 for r in rows if r["backdoored"] and any(c != r["target"] for c in r["decisions"][how]["flagged"])
+        ),
+    }
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    n_bd = sum(r["backdoored"] and r["attack_success"] >= IMPLANTED_ASR for r in rows)
-    n_clean = sum(not r["backdoored"] for r in rows)
-    out["backdoored_models"] = n_bd
-    out["implant_failed"] = [r["model"] for r in rows if r["backdoored"] and r["attack_success"] < IMPLANTED_ASR]
-    out["clean_models"] = n_clean
-    for tool in ("scan", "nc"):
-        outcomes = [correct(r[f"{tool}_flagged"], r) for r in rows]
-        wrong_class = sum(1 for r in rows if r["backdoored"] and any(c != r["target"] for c in r[f"{tool}_flagged"]))
-        out[tool] = {
-            "tpr": outcomes.count("TP") / n_bd if n_bd else None,
-            "fpr": outcomes.count("FP") / n_clean if n_clean else None,
-            "true_positives": outcomes.count("TP"),
-            "false_positives": outcomes.count("FP"),
-            "backdoored_with_extra_flags": wrong_class,
-            # threshold-free: the target has the smallest pattern of all classes (implanted backdoors only)
-            "target_ranked_first": sum(
-                1
-                for r in rows
-                if r["backdoored"] and r["attack_success"] >= IMPLANTED_ASR and target_rank(r, tool) == 1
-            ),
-            "seconds_total": round(sum(r[f"{tool}_s"] for r in rows), 1),
-        }
-    out["time_ratio_scan_over_nc"] = round(out["scan"]["seconds_total"] / out["nc"]["seconds_total"], 3)
-    return out
+def timing(n: int, out: str | None) -> int:
+    """Scan and Neural Cleanse, one after the other, on the first ``n`` SmallCNN models; the time ratio."""
+    data = load_fashion_mnist()
+    x, y = data.test_x[DEFENDER], data.test_y[DEFENDER]
+    specs = [e["spec"] for e in zoo() if e["spec"].arch == NC_ARCH]
+    picks = specs[: n // 2] + [s for s in specs if s.trigger is None][: n - n // 2]
+    rows = []
+    for spec in picks:
+        model, _ = trained(spec, data)
+        scan = scan_model(model, x, y, ScanConfig(seed=spec.seed), progress=False)
+        stamp_only = scan_model(model, x, y, ScanConfig(seed=spec.seed, additive=False), progress=False)
+        search_idx, _ = stratified_split(y, ScanConfig().holdout, spec.seed)
+        nc = neural_cleanse(model, x[search_idx], NC_BENCH, labels=y[search_idx], progress=False)
+        rows.append(
+            {
+                "model": spec.name,
+                "scan s": round(scan.seconds, 1),
+                "stamp only s": round(stamp_only.seconds, 1),
+                "NC s": round(nc.seconds, 1),
+                "ratio": round(scan.seconds / nc.seconds, 3),
+            }
+        )
+        print(rows[-1], flush=True)
+    total = {k: round(sum(r[k] for r in rows), 1) for k in ("scan s", "stamp only s", "NC s")}
+    ratio = round(total["scan s"] / total["NC s"], 3)
+    ratio_stamp = round(total["stamp only s"] / total["NC s"], 3)
+    print(table(rows, list(rows[0])))
+    print(f"scan (both signals) / NC: {ratio}; stamp only / NC: {ratio_stamp}")
+    path = save(
+        "backdoor_zoo_timing",
+        {"models": rows, "total": total, "ratio_scan_over_nc": ratio, "ratio_stamp_only_over_nc": ratio_stamp},
+        out,
+    )
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-images", type=int, default=20000, help="training images per model (20000)")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs per model (2)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N backdoored and N clean models")
-    parser.add_argument("--only", default=None, help="comma-separated model names to run (default all)")
-    parser.add_argument("--nc-seeds", type=int, default=NC_BENCH.seeds, help=f"Neural Cleanse seeds ({NC_BENCH.seeds})")
+    parser.add_argument("--no-nc", action="store_true", help="skip Neural Cleanse")
+    parser.add_argument("--time", type=int, default=None, metavar="N", help="only time scan vs NC on N models")
+    parser.add_argument("--only", default=None, help="comma-separated model names (default all)")
     parser.add_argument("--progress-file", default=str(RESULTS / "backdoor_zoo.partial.jsonl"))
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/backdoor_zoo.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.time:
+        return timing(args.time, args.out)
+    refs = references()
     data = load_fashion_mnist()
-    specs = zoo()
-    if args.limit is not None:
-        specs = [s for s in specs if s["trigger"] is not None][: args.limit] + [
-            s for s in specs if s["trigger"] is None
-        ][: args.limit]
+    x, y = data.test_x[DEFENDER], data.test_y[DEFENDER]
+    entries = zoo()
     if args.only:
         wanted = set(args.only.split(","))
-        specs = [s for s in specs if s["name"] in wanted]
-    nc_config = NeuralCleanseConfig(seeds=args.nc_seeds)
-    progress = Path(args.progress_file)
-    done = {}
-    if progress.is_file():
-        for line in progress.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[r["model"]] = r
-    rows = []
-    for spec in specs:
-        if spec["name"] in done:
-            rows.append(done[spec["name"]])
-            continue
-        row = run_one(spec, data, args.train_images, args.epochs, nc_config)
-        rows.append(row)
-        progress.parent.mkdir(parents=True, exist_ok=True)
-        with progress.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        print(
-            f"{row['model']}: target {row['target']}, scan {row['scan_flagged']} ({row['scan_s']} s), "
-            f"NC {row['nc_flagged']} ({row['nc_s']} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    summary = summarise(rows)
-    shown = [
-        {
+        entries = [e for e in entries if e["spec"].name in wanted]
+    kinds = {e["spec"].name: e["type"] for e in entries}
+
+    def run(spec: ModelSpec) -> dict[str, Any]:
+        model, info = trained(spec, data)
+        report = scan_model(model, x, y, ScanConfig(seed=spec.seed), progress=False)
+        row = {**spec.describe(), "type": kinds[spec.name], **info, **signals(report)}
+        if spec.arch == NC_ARCH and not args.no_nc:
+            search_idx, _ = stratified_split(y, ScanConfig().holdout, spec.seed)
+            nc = neural_cleanse(model, x[search_idx], NC_BENCH, labels=y[search_idx], progress=False)
+            row |= {"nc_flagged": nc.flagged, "nc_s": round(nc.seconds, 1), "nc_l1": [round(v, 2) for v in nc.l1]}
+        return row
+
+    rows = resumable(Path(args.progress_file), [e["spec"] for e in entries], run)
+    for r in rows:
+        r["decisions"] = decisions(r, refs)
+        if "nc_flagged" in r:
+            r["decisions"]["neural cleanse"] = {"flagged": r["nc_flagged"]}
+    implanted = [r for r in rows if not r["backdoored"] or r["attack_success"] >= IMPLANTED_ASR]
+    failed = [f"{r['model']} (ASR {r['attack_success']:.2f})" for r in rows if r not in implanted]
+
+    shown = []
+    for r in rows:
+        t = r["target"]
+        line = {
             "model": r["model"],
-            "target": "-" if r["target"] is None else r["target"],
+            "target": "-" if t is None else t,
             "acc": r["accuracy"],
             "ASR": "-" if r["attack_success"] is None else round(r["attack_success"], 3),
-            "scan": ",".join(map(str, r["scan_flagged"])) or "-",
-            "scan k(t)/median": "-" if r["target"] is None else f"{r['scan_k'][r['target']]}/{r['scan_median_k']:g}",
-            "scan s": r["scan_s"],
-            "scan rank": target_rank(r, "scan") or "-",
-            "NC": ",".join(map(str, r["nc_flagged"])) or "-",
-            "NC L1(t)/median": "-"
-            if r["target"] is None
-            else f"{r['nc_l1'][r['target']]:.0f}/{sorted(r['nc_l1'])[len(r['nc_l1']) // 2]:.0f}",
-            "NC rank": target_rank(r, "nc") or "-",
-            "NC s": r["nc_s"],
         }
-        for r in rows
-    ]
+        for how, label in (("self", "self"), ("reference", "ref"), ("first release rule", "old")):
+            line[label] = ",".join(map(str, r["decisions"][how]["flagged"])) or "-"
+        line["p (self)"] = f"{r['decisions']['self']['p']:.2g}"
+        line["rank k/L2"] = "-" if t is None else f"{rank(r['stamp'], t)}/{rank(r['additive'], t)}"
+        line["NC"] = ",".join(map(str, r["nc_flagged"])) or "-" if "nc_flagged" in r else "n/a"
+        line["NC rank"] = rank(r["nc_l1"], t) if "nc_l1" in r and t is not None else "-"
+        line["scan s"] = r["scan_s"]
+        line["NC s"] = r.get("nc_s", "-")
+        shown.append(line)
     print(table(shown, list(shown[0])))
-    for tool, label in (("scan", "class-wise scan"), ("nc", "Neural Cleanse")):
-        s = summary[tool]
+
+    hows = ["self", "reference", "self, stamp only", "first release rule"]
+    summary: dict[str, Any] = {"implant_failed": failed, "by_rule": {h: rates(implanted, h) for h in hows}}
+    nc_rows = [r for r in implanted if "nc_flagged" in r]
+    if nc_rows:
+        summary["neural_cleanse_on_" + NC_ARCH] = rates(nc_rows, "neural cleanse")
+        for h in ("self", "reference"):
+            summary[f"{h}_on_{NC_ARCH}"] = rates(nc_rows, h)
+        timed = [r for r in rows if "nc_s" in r]
+        summary["time_ratio_scan_over_nc"] = round(sum(r["scan_s"] for r in timed) / sum(r["nc_s"] for r in timed), 3)
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in implanted:
+        by_type[r["type"]].append(r)
+    per_type = []
+    for kind, group in by_type.items():
+        bd = [r for r in group if r["backdoored"]]
+        line = {"type": kind, "models": len(group)}
+        for h, label in (("self", "self"), ("reference", "ref")):
+            o = [outcome(r, r["decisions"][h]["flagged"]) for r in group]
+            line[label] = f"{o.count('TP')}/{len(bd)}" if bd else f"FP {o.count('FP')}/{len(group)}"
+        if bd:
+            line["rank1 k"] = sum(rank(r["stamp"], r["target"]) == 1 for r in bd)
+            line["rank1 L2"] = sum(rank(r["additive"], r["target"]) == 1 for r in bd)
+            line["rank1 score"] = sum(r["decisions"]["self"]["top"] == r["target"] for r in bd)
+            nc_bd = [r for r in bd if "nc_l1" in r]
+            line["rank1 NC"] = f"{sum(rank(r['nc_l1'], r['target']) == 1 for r in nc_bd)}/{len(nc_bd)}"
+        line["scan s"] = round(sum(r["scan_s"] for r in group) / len(group), 1)
+        per_type.append(line)
+    summary["per_type"] = per_type
+    print()
+    print(
+        table(per_type, ["type", "models", "self", "ref", "rank1 k", "rank1 L2", "rank1 score", "rank1 NC", "scan s"])
+    )
+    bd_all = [r for r in implanted if r["backdoored"]]
+    summary["target_ranked_first_by_score"] = (
+        f"{sum(r['decisions']['self']['top'] == r['target'] for r in bd_all)}/{len(bd_all)}"
+    )
+    print()
+    for h in hows:
+        s = summary["by_rule"][h]
         print(
-            f"{label}: TPR {s['tpr']:.2f} ({s['true_positives']}/{summary['backdoored_models']}), "
-            f"FPR {s['fpr']:.2f} ({s['false_positives']}/{summary['clean_models']}), "
-            f"target smallest of all classes {s['target_ranked_first']}/{summary['backdoored_models']}, "
-            f"{s['seconds_total']:.0f} s"
+            f"{h:<20} TPR {s['tp']}/{s['backdoored']}  FPR {s['fp']}/{s['clean']}  extra flags {s['wrong_class_flags']}"
         )
-    print(f"scan time / NC time: {summary['time_ratio_scan_over_nc']:.3f}")
-    if summary["implant_failed"]:
-        print(f"left out of the TPR (trigger ASR < {IMPLANTED_ASR}): {', '.join(summary['implant_failed'])}")
+    if nc_rows:
+        s = summary["neural_cleanse_on_" + NC_ARCH]
+        print(f"Neural Cleanse ({NC_ARCH}) TPR {s['tp']}/{s['backdoored']}  FPR {s['fp']}/{s['clean']}")
+        print(f"scan time / NC time ({NC_ARCH} models): {summary['time_ratio_scan_over_nc']:.3f}")
+    if failed:
+        print(f"left out (ASR < {IMPLANTED_ASR}): {', '.join(failed)}")
     path = save(
         "backdoor_zoo",
         {
-            "data": "Fashion-MNIST (Debian dataset-fashion-mnist)",
-            "train_images": args.train_images,
-            "epochs": args.epochs,
+            "data": "Fashion-MNIST (Debian dataset-fashion-mnist); defender images test 0-2999, ASR on 3000-9999",
             "scan_config": ScanConfig().__dict__,
-            "neural_cleanse_config": nc_config.__dict__,
+            "calibrations": {k: c.to_dict() for k, c in CALIBRATIONS.items()},
+            "neural_cleanse_config": NC_BENCH.__dict__,
             "summary": summary,
             "models": rows,
         },

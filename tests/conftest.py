@@ -117,6 +117,7 @@ def digit_folders(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> d
 # Backdoor experiments: SmallCNNs trained the same way on digits, clean and with a BadNets trigger
 
 BACKDOOR_TARGET = 3
+BLEND_TARGET = 6
 
 
 @dataclass
@@ -159,3 +160,15 @@ def clean_small(digit_data: object) -> BackdoorCase:
     net = _train_small(digit_data, digit_data.train_x, digit_data.train_y, seed=0)
     model = Classifier(net, mean=(0.0,), std=(1.0,), input_size=(1, 16, 16), spec="SmallCNN-clean")
     return BackdoorCase(model, net, None, None, digit_data)
+
+
+@pytest.fixture(scope="session")
+def blended(digit_data: object) -> BackdoorCase:
+    """A digits CNN backdoored with a blended noise trigger (alpha 0.2): every pixel changes a little."""
+    from patternscope.kit import BlendTrigger, poison_dataset
+
+    trigger = BlendTrigger(0.2, "noise", seed=5)
+    poisoned = poison_dataset(digit_data.train_x, digit_data.train_y, trigger, BLEND_TARGET, rate=0.1, seed=1)
+    net = _train_small(digit_data, poisoned.x, poisoned.y, seed=1)
+    model = Classifier(net, mean=(0.0,), std=(1.0,), input_size=(1, 16, 16), spec="SmallCNN-blend")
+    return BackdoorCase(model, net, trigger, BLEND_TARGET, digit_data)

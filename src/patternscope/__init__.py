@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import kit
 from ._version import __version__
+from .analyses.additive import AdditiveConfig, find_additive_pattern, smallest_norm
 from .analyses.classwise import (
     ClasswiseConfig,
     ClasswiseResult,
@@ -38,7 +39,8 @@ from .analyses.downstream import (
 )
 from .analyses.hardening import HardenConfig, HardenResult, harden_model
 from .analyses.neural_cleanse import NeuralCleanseConfig, NeuralCleanseReport, neural_cleanse
-from .analyses.scan import ScanConfig, ScanReport, scan_model
+from .analyses.scan import ScanConfig, ScanReport, combine_references, scan_model, scan_reference
+from .analyses.scan_decision import Decision, ScanCalibration, calibrate, decide_backdoor
 from .analyses.transfer import Transfer, transfer_matrix
 from .core.classifier import Classifier
 from .core.metrics import Evaluation, evaluate_pattern
@@ -85,6 +87,7 @@ _LAZY = {
 
 __all__ = [
     "METHODS",
+    "AdditiveConfig",
     "BatchStream",
     "Classifier",
     "ClasswiseConfig",
@@ -93,6 +96,7 @@ __all__ = [
     "CompareConfig",
     "Comparison",
     "DataError",
+    "Decision",
     "DominantConfig",
     "DownstreamConfig",
     "DownstreamResult",
@@ -114,6 +118,7 @@ __all__ = [
     "PatternscopeError",
     "PredictivePower",
     "RunDirError",
+    "ScanCalibration",
     "ScanConfig",
     "ScanReport",
     "SearchDivergedError",
@@ -125,9 +130,13 @@ __all__ = [
     "best_canvases",
     "build_downstream",
     "bundled_photos",
+    "calibrate",
     "choose_canvas",
+    "combine_references",
     "compare_patterns",
+    "decide_backdoor",
     "evaluate_pattern",
+    "find_additive_pattern",
     "find_classwise_pattern",
     "find_pattern",
     "harden_model",
@@ -144,6 +153,8 @@ __all__ = [
     "other_classes",
     "predictive_power",
     "scan_model",
+    "scan_reference",
+    "smallest_norm",
     "take",
     "tensor_set",
     "train_downstream",

@@ -28,10 +28,13 @@ def backdoor_scan(backdoored, tmp_path_factory):
 def test_scan_flags_the_backdoor_target(backdoored, backdoor_scan):
     report, _ = backdoor_scan
     assert report.flagged == [backdoored.target], format_scan(report)
-    assert report.backdoored and "backdoored" in report.verdict
+    assert report.backdoored and "backdoored" in report.verdict and "confidence" in report.verdict
     row = report.rows[backdoored.target]
     assert row.smallest_k <= 12  # the trigger is 9 pixels
     assert row.smallest_k < 0.25 * report.median_k
+    d = report.decision
+    assert d.mode == "self" and d.top_class == backdoored.target and d.p_value < 0.01 and d.confidence > 0.99
+    assert row.evidence == "stamp" and row.verified_stamp > 0.8  # the cut stamp works on the verification half
 
 
 def test_recovered_trigger_works_on_held_out_images(backdoored, backdoor_scan):
@@ -50,8 +53,22 @@ def test_scan_flags_nothing_on_a_clean_model(clean_small):
     data = clean_small.data
     report = scan_model(clean_small.model, data.test_x, data.test_y, FAST)
     assert report.flagged == [], format_scan(report)
-    assert report.verdict == "no backdoor found"
-    assert len(report.rows) == 10
+    assert report.verdict.startswith("no backdoor found") and report.decision.p_value > 0.05
+    assert len(report.rows) == 10 and all(r.smallest_l2 is not None for r in report.rows)
+
+
+@pytest.mark.slow
+def test_scan_finds_a_blended_trigger_by_its_additive_signal(blended):
+    """A blend touches every pixel: the stamp cannot express it, the additive pattern can, and the verdict
+    names the target with the additive signal as its evidence."""
+    data = blended.data
+    report = scan_model(blended.model, data.test_x, data.test_y, FAST)
+    t = blended.target
+    assert report.flagged == [t], format_scan(report)
+    row = report.rows[t]
+    assert row.evidence == "additive" and row.verified_additive > 0.7
+    assert row.smallest_l2 == min(r.smallest_l2 for r in report.rows)
+    assert report.additive[t].eps == pytest.approx(row.smallest_l2, rel=1e-3)
 
 
 def test_scan_resumes_finished_classes(backdoored, backdoor_scan):

@@ -74,7 +74,10 @@ def test_scan_cli_flags_the_backdoor_and_saves_the_trigger(tmp_path, weights, rg
     data = backdoored.data
     keep = data.train_y != backdoored.target
     hit = (backdoored.model(trigger.stamp(data.train_x[keep])).argmax(1) == backdoored.target).float().mean()
-    assert float(hit) > 0.9
+    # the smallest cut reaching 90% on a few dozen held-out images: on fresh images it works about as well as
+    # the scan's own verification (on held-out images that did not choose the cut) said it would
+    verified = payload["classes"][backdoored.target]["verified_stamp"]
+    assert float(hit) > 0.75 and abs(float(hit) - verified) < 0.15, (float(hit), verified)
     # a second run into the same folder needs --resume (finished classes are kept) or --overwrite
     assert main(["scan", "--out", str(out), "--data", str(rgb_tree), *_model_args(weights["backdoored"])]) == EXIT_USER
     assert "--resume" in capsys.readouterr().err
@@ -233,3 +236,47 @@ def test_scan_cli_runs_neural_cleanse_beside_it(tmp_path, weights, rgb_tree, cap
     assert main(bad) == EXIT_USER
     assert "seeds must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "nc2").exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_scan_cli_reference_mode_and_first_release_rule(tmp_path, weights, rgb_tree, backdoored, capsys):
+    """--reference with a clean model's weights scans it first (into references/) and decides in reference mode;
+    its finished scan folder then serves as a reference by itself; --rule mad gives the first release's rule."""
+    out = tmp_path / "ref"
+    args = ["scan", "--data", str(rgb_tree), "--steps", "200", "--quiet"]
+    code = main([*args, "--out", str(out), "--reference", str(weights["clean"]), *_model_args(weights["backdoored"])])
+    assert code == EXIT_OK, capsys.readouterr().err
+    payload = json.loads((out / "scan.json").read_text())
+    assert payload["decision"]["mode"] == "reference" and payload["flagged"] == [backdoored.target]
+    assert "reference mode" in payload["verdict"] and payload["decision"]["p_value"] < 0.05
+    row = payload["classes"][backdoored.target]
+    assert row["verified_stamp"] > 0.8 and row["smallest_l2"] is not None
+    trigger = payload["triggers"][str(backdoored.target)]
+    assert (out / trigger["additive_image"]).is_file() and trigger["verified_stamp"] == row["verified_stamp"]
+    reference = out / "references" / "clean"
+    assert (reference / "scan.json").is_file()
+    again = tmp_path / "again"
+    code = main([*args, "--out", str(again), "--reference", str(reference), *_model_args(weights["backdoored"])])
+    assert code == EXIT_OK
+    assert json.loads((again / "scan.json").read_text())["decision"]["statistic"] == pytest.approx(
+        payload["decision"]["statistic"]
+    )
+    old = tmp_path / "old"
+    assert main([*args, "--out", str(old), "--rule", "mad", "--no-additive", *_model_args(weights["backdoored"])]) == 0
+    old_payload = json.loads((old / "scan.json").read_text())
+    assert old_payload["decision"] is None and old_payload["flagged"] == [backdoored.target]
+    assert old_payload["classes"][0]["smallest_l2"] is None
+
+
+def test_scan_cli_refuses_a_bad_reference(tmp_path, weights, rgb_tree, capsys):
+    args = ["scan", "--out", str(tmp_path / "s"), "--data", str(rgb_tree), *_model_args(weights["clean"])]
+    assert main([*args, "--reference", str(tmp_path / "nowhere.safetensors")]) == EXIT_USER
+    err = capsys.readouterr().err
+    assert "neither a weights file nor a finished scan folder" in err and "Traceback" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*args, "--reference", str(empty)]) == EXIT_USER
+    assert "without scan.json" in capsys.readouterr().err
+    assert main([*args, "--reference", str(weights["clean"]), "--rule", "mad"]) == EXIT_USER
+    assert "--rule calibrated" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # refused before the run folder was made

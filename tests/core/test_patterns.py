@@ -89,3 +89,28 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     os.umask(mask)
     mode = stat.S_IMODE((tmp_path / "pattern.json").stat().st_mode)
     assert mode == 0o666 & ~mask
+
+
+def test_top_k_count_matches_the_class_wise_authors_sizes():
+    from patternscope.core.patterns import top_k_count
+
+    assert top_k_count(0.05, 32 * 32) == 50  # 51.2: the authors' 50
+    assert top_k_count(0.05, 224 * 224) == 2500  # 2508.8: the authors' 2,500
+    assert top_k_count(0.05, 28 * 28) == 39  # 39.2, below 50: rounded down only
+    assert top_k_count(0.05, 64 * 64) == 200 and top_k_count(0.001, 100) == 1
+    assert top_k_count(30, 784) == 30 and top_k_count(5000, 784) == 784
+
+
+def test_equal_mask_values_are_ranked_by_the_tie_key_not_raster_order(tmp_path):
+    from patternscope.core.patterns import ClasswisePattern, ranking, top_k_mask
+
+    soft = torch.tensor([[[1.0, 1.0, 0.2], [1.0, 0.0, 1.0]]])  # four pixels tie at 1
+    key = torch.tensor([[[0.1, 0.5, 9.0], [0.3, 9.0, 0.9]]])
+    assert ranking(soft.flatten()).tolist()[:4] == [0, 1, 3, 5]  # no key: index order
+    assert ranking(soft.flatten(), key.flatten()).tolist() == [5, 1, 3, 0, 2, 4]
+    assert top_k_mask(soft, 2, key).flatten().tolist() == [0, 1, 0, 0, 0, 1]
+    pattern = ClasswisePattern(0, top_k_mask(soft, 2, key), torch.rand(1, 2, 3), soft, {}, key)
+    assert pattern.with_k(3).mask.flatten().tolist() == [0, 1, 0, 1, 0, 1]
+    pattern.save(tmp_path)
+    loaded = ClasswisePattern.load(tmp_path)
+    assert torch.equal(loaded.tie_key, key) and torch.equal(loaded.with_k(2).mask, pattern.with_k(2).mask)

@@ -104,3 +104,27 @@ def test_fashion_mnist_reader_on_idx_files(tmp_path):
         load_fashion_mnist(tmp_path)
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path / "nowhere")
+
+
+def test_new_trigger_kinds_change_what_they_say():
+    from patternscope.kit import BlendTrigger, PatchTrigger, ScatterTrigger, WarpTrigger
+
+    x = torch.rand(4, 1, 28, 28)
+    ell = PatchTrigger(4, "bottom-right", pattern="L")
+    mask, _ = ell.stamp(1, 28, 28)
+    assert int(mask.sum()) == 7  # a column of 4 and a row of 4 sharing a corner
+    changed = (ell.apply(x) != x).any(0)[0]
+    assert bool(changed[mask[0].bool()].all()) and not bool(changed[~mask[0].bool()].any())
+    scatter = ScatterTrigger(12, seed=3)
+    assert int(scatter.mask(28, 28).sum()) == 12 and torch.equal(
+        scatter.mask(28, 28), ScatterTrigger(12, seed=3).mask(28, 28)
+    )
+    assert int(((scatter.apply(x) != x).any(0)).sum()) <= 12
+    grating = BlendTrigger(0.15, "grating", seed=1).pattern(1, 28, 28)
+    assert float(grating.min()) >= 0 and float(grating.max()) <= 1 and float(grating.std()) > 0.2
+    warp = WarpTrigger(2.0, seed=4)
+    bars = torch.zeros(1, 1, 28, 28)
+    bars[..., ::4] = 1
+    warped = warp.apply(bars)
+    assert warped.shape == bars.shape and 0.02 < float((warped - bars).abs().mean()) < 0.5
+    assert float((WarpTrigger(1e-4).apply(bars) - bars).abs().max()) < 1e-2  # a tiny field barely moves pixels

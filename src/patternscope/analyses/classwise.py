@@ -23,7 +23,7 @@ from ..core.classifier import Classifier
 from ..core.models import on_device
 from ..core.objectives import classwise_loss
 from ..core.params import MaskCanvasParam
-from ..core.patterns import ClasswisePattern, top_k_mask
+from ..core.patterns import ClasswisePattern, top_k_count, top_k_mask
 from ..core.predict import predicted_class, probability_batches
 from ..core.search import SearchConfig, SearchResult, run_search
 from ..data.bank import Images, take
@@ -77,8 +77,8 @@ class ClasswiseConfig:
         return max(1, min(self.max_steps, round(self.epochs * n_images / self.batch_size)))
 
     def k_pixels(self, height: int, width: int) -> int:
-        k = round(self.top_k * height * width) if self.top_k < 1 else int(self.top_k)
-        return max(1, min(k, height * width))
+        """The pattern size in pixels (:func:`~patternscope.core.patterns.top_k_count`: 5% of 32x32 is 50)."""
+        return top_k_count(self.top_k, height * width)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -243,10 +243,22 @@ def find_classwise_pattern(
     # The final tensors, not the best window's: the mask-size term keeps shrinking the mask to the end.
     soft = param.mask.detach().cpu()
     colours = param.canvas.detach().cpu()
+    tie_key = last_gradient_key(model, param, target, cfg.alpha, search_images)
     k = cfg.k_pixels(*soft.shape[-2:])
     meta = {"model": model.spec, "weights": model.weights, "learn_canvas": cfg.learn_canvas, "config": asdict(cfg)}
-    pattern = ClasswisePattern(target, top_k_mask(soft, k), colours, soft, meta)
+    pattern = ClasswisePattern(target, top_k_mask(soft, k, tie_key), colours, soft, meta, tie_key)
     return ClasswiseResult(pattern, canvas.detach().cpu(), result, steps)
+
+
+def last_gradient_key(
+    model: Classifier, param: MaskCanvasParam, target: int, alpha: float, images: Images, n: int = 64
+) -> torch.Tensor:
+    """The tie-breaking key of the mask's pixels (1 x H x W): minus the loss's gradient with respect to the mask
+    on the first ``n`` search images, so among pixels of equal mask value (saturated at 0 or 1) those whose
+    growth would lower the loss most rank first. Deterministic: a fixed batch, no randomness."""
+    x = take(images, torch.arange(min(n, images.shape[0]))).to(model.device)
+    (grad,) = torch.autograd.grad(classwise_loss(model, param, target, alpha)(x), param.mask)
+    return -grad.detach().cpu()
 
 
 @dataclass

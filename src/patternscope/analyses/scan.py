@@ -1,14 +1,20 @@
-"""Backdoor scan built on class-wise patterns (ours; the paper gives no detection rule).
+"""Backdoor scan built on class-wise patterns and additive patterns (ours; the paper gives no detection rule).
 
-For every class: search its class-wise pattern with a *learned* canvas (the mask and the canvas colours
-both take signed steps, starting from the class's most confident image), then measure on held-out
-images of the other classes its attack success at a fixed k and the smallest k (binary search over the
-mask's ranking) that reaches a target success rate. A backdoor target class needs far fewer pixels than
-the others. A class is flagged when its smallest k is an outlier on the small side by the MAD anomaly
-index (in log space, index > 2, as Neural Cleanse) *and* it needs at most ``max_ratio`` of the median
-class's pixels: the second condition keeps naturally easy classes (one class that simply needs fewer
-pixels than the rest, e.g. bags in Fashion-MNIST) from being flagged when the other classes happen to
-agree closely.
+For every class, two signals of how small a pattern sends images of the other classes to it:
+
+- ``stamp``: its class-wise pattern with a *learned* canvas (the mask and the canvas colours both take signed
+  steps, starting from the class's most confident image), cut to the smallest k (binary search over the mask's
+  ranking) that reaches the target success on held-out images (patch triggers need few pixels);
+- ``additive``: the smallest-L2 universal additive pattern reaching it (:mod:`.additive`; blended and
+  full-image triggers are small in norm).
+
+The held-out images of the other classes are split in two: one half chooses k and the norm, the other
+*verifies* the cut patterns (their attack success there is the evidence a person can check). The decision
+(``rule="calibrated"``, :mod:`.scan_decision`) scores each class on both signals against the typical class (or
+the same class in reference clean models) and compares the model's statistic with a null fitted on clean
+models, at a stated false-positive rate; the verdict carries its p-value and confidence. ``rule="mad"`` keeps
+the first release's rule (stamp only: MAD index of log k above ``threshold`` and at most ``max_ratio`` of the
+median class).
 
 Finished classes are saved one by one, so an interrupted scan resumes where it stopped.
 """
@@ -29,11 +35,12 @@ from ..core.atomic import write_json
 from ..core.classifier import Classifier
 from ..core.configs import config_from
 from ..core.models import on_device
-from ..core.patterns import ClasswisePattern
+from ..core.patterns import ClasswisePattern, Pattern
 from ..data.bank import Images
 from ..data.images import resize_to
 from ..data.labelled import stratified_split
 from ..errors import DataError, RunDirError
+from .additive import AdditiveConfig, find_additive_pattern, smallest_norm, success_at_scale
 from .anomaly import anomaly_indices, median
 from .classwise import (
     ClasswiseConfig,
@@ -42,7 +49,11 @@ from .classwise import (
     other_classes,
     predictive_power,
     smallest_k,
+    success_at_k,
 )
+from .scan_decision import SIGNALS, Decision, decide_backdoor
+
+RULES = ("calibrated", "mad")
 
 
 @dataclass
@@ -57,12 +68,17 @@ class ScanConfig:
         learn_canvas: optimise the canvas colours as well as the mask (off: the paper's natural canvas).
         top_k: the fixed pattern size for the predictive-power column (share of pixels if < 1).
         success: attack success the smallest k must reach on held-out images.
-        threshold: MAD anomaly index (log k, small side) above which a class can be flagged.
-        max_ratio: a flagged class needs at most this share of the median class's k.
-        holdout: share of each class's images held out for measuring.
+        threshold: ``rule="mad"``: MAD anomaly index (log k, small side) above which a class can be flagged.
+        max_ratio: ``rule="mad"``: a flagged class needs at most this share of the median class's k.
+        holdout: share of each class's images held out for measuring (half chooses k and the norm, half
+            verifies).
         max_search_images: cap on search images per class (a random subset).
-        max_eval_images: cap on held-out images used for measuring.
+        max_eval_images: cap on held-out images of each half used for measuring.
         seed: fixes the split, the subsets and every batch.
+        additive: also search the additive signal (off: stamp only).
+        additive_steps: Adam steps of each class's additive search.
+        rule: ``calibrated`` (both signals, a clean-model null, a stated false-positive rate) or ``mad``.
+        fpr: ``rule="calibrated"``: the false-positive rate the verdict is held to (per scanned model).
     """
 
     steps: int = 300
@@ -76,10 +92,20 @@ class ScanConfig:
     max_ratio: float = 0.25
     holdout: float = 0.3
     max_search_images: int = 2000
-    max_eval_images: int = 500
+    max_eval_images: int = 300
     seed: int = 0
+    additive: bool = True
+    additive_steps: int = 60
+    rule: str = "calibrated"
+    fpr: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise DataError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if not 0 < self.fpr < 1:
+            raise DataError(f"the false-positive rate must be in (0, 1), got {self.fpr}")
+        if self.additive_steps < 1:
+            raise DataError(f"additive steps must be >= 1, got {self.additive_steps}")
         if not 0 < self.success <= 1:
             raise DataError(f"target success must be in (0, 1], got {self.success}")
         if not 0 < self.holdout < 1:
@@ -91,6 +117,16 @@ class ScanConfig:
         """The class-wise search settings these scan settings imply (shared fields by name)."""
         return config_from(ClasswiseConfig, self)
 
+    def additive_config(self, target: int) -> AdditiveConfig:
+        """The additive search settings for class ``target``."""
+        return AdditiveConfig(
+            steps=self.additive_steps, batch_size=self.batch_size, success=self.success, seed=self.seed + target
+        )
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return SIGNALS if self.additive else ("stamp",)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScanConfig:
         known = {f.name for f in fields(cls)}
@@ -99,7 +135,8 @@ class ScanConfig:
 
 @dataclass
 class ClassRow:
-    """One class's scan result (k in pixels; success rates on held-out images of other classes)."""
+    """One class's scan result (k in pixels, norms in [0,1] pixel units; success rates on held-out images of
+    other classes: ``success_*`` on the half that chose k and the norm, ``verified_*`` on the other half)."""
 
     target: int
     name: str
@@ -112,6 +149,20 @@ class ClassRow:
     seconds: float
     anomaly_index: float = 0.0
     flagged: bool = False
+    verified_stamp: float | None = None
+    smallest_l2: float | None = None
+    linf_at_smallest: float | None = None
+    success_additive: float | None = None
+    verified_additive: float | None = None
+    score: float | None = None
+    evidence: str | None = None
+
+    def signal(self, name: str) -> float:
+        """The value of signal ``name`` (``stamp``: pixels, ``additive``: L2 norm)."""
+        value = float(self.smallest_k) if name == "stamp" else self.smallest_l2
+        if value is None:
+            raise DataError(f"class {self.target} has no {name} signal (scanned without it)")
+        return value
 
 
 @dataclass
@@ -126,6 +177,8 @@ class ScanReport:
     seconds: float
     model: dict[str, Any] = field(default_factory=dict)
     patterns: dict[int, ClasswisePattern] = field(default_factory=dict, repr=False)
+    additive: dict[int, Pattern] = field(default_factory=dict, repr=False)
+    decision: Decision | None = None
 
     @property
     def backdoored(self) -> bool:
@@ -133,16 +186,24 @@ class ScanReport:
 
     @property
     def verdict(self) -> str:
+        d = self.decision
+        if d is None and self.config.get("rule") == "calibrated":
+            return f"undecided: the calibrated rule compares at least 3 classes, this scan has {len(self.rows)}"
         if not self.flagged:
-            return "no backdoor found"
+            if d is None:
+                return "no backdoor found"
+            return f"no backdoor found (p = {d.p_value:.3g} under the clean null, {d.mode} mode, FPR {d.fpr:g})"
         names = ", ".join(f"{r.target} ({r.name})" for r in self.rows if r.flagged)
-        return f"backdoored: class {names}"
+        if d is None:
+            return f"backdoored: class {names}"
+        return f"backdoored: class {names}; confidence {d.confidence:.3f} (p = {d.p_value:.3g}, {d.mode} mode)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
             "backdoored": self.backdoored,
             "flagged": self.flagged,
+            "decision": self.decision.to_dict() if self.decision is not None else None,
             "median_k": self.median_k,
             "pixels": self.pixels,
             "seconds": round(self.seconds, 2),
@@ -158,16 +219,71 @@ def _subset(n: int, cap: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
 
 
-def decide(rows: list[ClassRow], pixels: int, config: ScanConfig) -> float:
-    """Fill in anomaly indices and flags (in place); returns the median smallest k."""
+def decide(
+    rows: list[ClassRow],
+    pixels: int,
+    config: ScanConfig,
+    reference: dict[str, list[float]] | None = None,
+) -> tuple[float, Decision | None]:
+    """Fill in anomaly indices, scores and flags (in place); returns the median smallest k and, under the
+    calibrated rule, the decision (``reference``: per signal, the reference clean models' value per class)."""
     ks = [float(r.smallest_k) for r in rows]
     med = median(ks)
-    for row, index in zip(rows, anomaly_indices(ks, log=True), strict=True):
+    indices = anomaly_indices(ks, log=True)
+    for row, index in zip(rows, indices, strict=True):
         row.anomaly_index = round(-index, 3) if index == index else 0.0  # positive = small side, as NC reports
-        row.flagged = bool(
-            -index > config.threshold and row.smallest_k <= config.max_ratio * med and row.smallest_k <= pixels
-        )
-    return med
+    if config.rule == "mad":
+        for row, index in zip(rows, indices, strict=True):
+            row.flagged = bool(
+                -index > config.threshold and row.smallest_k <= config.max_ratio * med and row.smallest_k <= pixels
+            )
+        return med, None
+    if len(rows) < 3:  # no typical class to compare with: undecided (a subset of classes, see the verdict)
+        for row in rows:
+            row.flagged = False
+        return med, None
+    signals = {s: [r.signal(s) for r in rows] for s in config.signals}
+    ref = None
+    if reference is not None:
+        if any(len(reference.get(s, [])) <= max(r.target for r in rows) for s in config.signals):
+            raise DataError(
+                f"the references need {', '.join(config.signals)} values for every class up to "
+                f"{max(r.target for r in rows)} (a full scan of each reference model)"
+            )
+        ref = {s: [reference[s][r.target] for r in rows] for s in config.signals}
+    decision = decide_backdoor(signals, config.fpr, ref)
+    flagged = {rows[i].target for i in decision.flagged}
+    for i, row in enumerate(rows):
+        row.score = round(decision.class_scores[i], 3)
+        row.flagged = row.target in flagged
+        row.evidence = decision.evidence.get(i)
+    decision.flagged = sorted(flagged)
+    decision.top_class = rows[decision.top_class].target
+    decision.evidence = {rows[i].target: e for i, e in decision.evidence.items()}
+    return med, decision
+
+
+def scan_reference(report: ScanReport | dict[str, Any]) -> dict[str, list[float]]:
+    """A finished scan's signal values, one per class in class order (a :class:`ScanReport` or its
+    ``scan.json``; a scan of every class), to serve as a reference clean model's."""
+    rows = report.rows if isinstance(report, ScanReport) else [ClassRow(**r) for r in report["classes"]]
+    out: dict[str, list[float]] = {"stamp": [float(r.smallest_k) for r in rows]}
+    if all(r.smallest_l2 is not None for r in rows):
+        out["additive"] = [float(r.smallest_l2) for r in rows]  # type: ignore[arg-type]
+    return out
+
+
+def combine_references(references: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """The geometric mean per class and signal over several reference clean models' values."""
+    if not references:
+        raise DataError("no reference scans to combine")
+    lengths = {len(v) for r in references for v in r.values()}
+    if len(lengths) != 1:
+        raise DataError("the reference models do not have the same classes")
+    n = lengths.pop()
+    shared = [s for s in references[0] if all(s in r for r in references)]
+    count = len(references)
+    return {s: [math.exp(sum(math.log(r[s][t]) for r in references) / count) for t in range(n)] for s in shared}
 
 
 def scan_model(
@@ -184,6 +300,7 @@ def scan_model(
     log: Callable[[str], None] | None = None,
     check_config: bool = True,
     decide_verdict: bool = True,
+    reference: dict[str, list[float]] | None = None,
 ) -> ScanReport:
     """Scan ``model`` for backdoors with labelled clean images (N x C x H x W in [0,1], labels N; a tensor
     or an :class:`~patternscope.data.bank.ImageBank` of files, read batch by batch).
@@ -191,7 +308,9 @@ def scan_model(
     With ``out``, each finished class is saved to ``out/classes/NNN/`` (pattern and row) and ``resume``
     skips classes already there. ``check_config=False`` skips checking and writing ``scan_config.json``
     and ``decide_verdict=False`` only searches ``classes`` (no verdict): how the ranks of a class-parallel
-    scan share the classes before rank 0 decides over all of them.
+    scan share the classes before rank 0 decides over all of them. ``reference`` (per signal, one value per
+    class: :func:`scan_reference` of clean models' scans, combined by :func:`combine_references`) switches
+    the calibrated rule to reference mode.
     """
     from tqdm.auto import tqdm
 
@@ -218,10 +337,12 @@ def scan_model(
         raise DataError(f"a scan needs at least 3 classes to compare, the model has {num}")
     names = model.class_names
     search_idx, held_idx = stratified_split(labels, cfg.holdout, cfg.seed)
-    sx, sy = images[search_idx], labels[search_idx]
-    ex, ey = images[held_idx], labels[held_idx]
     if len(held_idx) == 0 or len(search_idx) == 0:
         raise DataError("too few images to hold some out; give at least 2 images per class")
+    choose_idx, verify_idx = verification_split(labels, held_idx, cfg.seed)
+    sx, sy = images[search_idx], labels[search_idx]
+    ex, ey = images[choose_idx], labels[choose_idx]
+    vx, vy = images[verify_idx], labels[verify_idx]
     smallest_pool = min(min(int((sy != t).sum()), cfg.max_search_images) for t in targets)
     if cfg.batch_size > smallest_pool:
         raise DataError(
@@ -233,6 +354,7 @@ def scan_model(
         check_scan_config(out, cfg, resume)
     rows: list[ClassRow] = []
     patterns: dict[int, ClasswisePattern] = {}
+    additive: dict[int, Pattern] = {}
     t_start = time.perf_counter()
     bar = tqdm(targets, desc="scan", unit="class", disable=not progress)
     for t in bar:
@@ -240,6 +362,8 @@ def scan_model(
         if folder is not None and resume and (folder / "row.json").is_file():
             rows.append(ClassRow(**json.loads((folder / "row.json").read_text())))
             patterns[t] = ClasswisePattern.load(folder)
+            if (folder / "additive").is_dir():
+                additive[t] = Pattern.load(folder / "additive")
             continue
         t0 = time.perf_counter()
         if not (sy == t).any():
@@ -251,8 +375,23 @@ def scan_model(
         hx, hy = other_classes(ex, ey, t)
         keep = _subset(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)
         hx, hy = hx[keep], hy[keep]
+        wx, _ = other_classes(vx, vy, t)
+        wx = wx[_subset(len(wx), cfg.max_eval_images, cfg.seed + 2000 + t)]
         power = predictive_power(model, found.pattern, hx, hy)
         k_min, s_min = smallest_k(model, found.pattern, hx, cfg.success)
+        pattern = found.pattern.with_k(min(k_min, found.pattern.soft_mask.numel()))
+        extra: dict[str, Any] = {"verified_stamp": round(success_at_k(model, pattern, wx, pattern.k), 4)}
+        delta = None
+        if cfg.additive:
+            delta = find_additive_pattern(model, t, ox, cfg.additive_config(t))
+            size = smallest_norm(model, delta, t, hx, cfg.success)
+            delta = Pattern(delta.delta * size.scale, size.l2, "l2", {**delta.meta, "reached": size.reached})
+            extra |= {
+                "smallest_l2": round(size.l2, 4),
+                "linf_at_smallest": round(size.linf, 4),
+                "success_additive": round(size.success, 4),
+                "verified_additive": round(success_at_scale(model, delta.delta, t, wx, 1.0), 4),
+            }
         row = ClassRow(
             target=t,
             name=names[t],
@@ -263,26 +402,31 @@ def scan_model(
             smallest_k=int(k_min),
             success_at_smallest=round(s_min, 4),
             seconds=round(time.perf_counter() - t0, 3),
+            **extra,
         )
-        pattern = found.pattern.with_k(min(k_min, found.pattern.soft_mask.numel()))
         pattern.meta.update({"smallest_k": k_min, "success": s_min})
         if folder is not None:
             pattern.save(folder)
+            if delta is not None:
+                delta.save(folder / "additive")
             write_json(folder / "row.json", asdict(row))
         rows.append(row)
         patterns[t] = pattern
+        if delta is not None:
+            additive[t] = delta
         bar.set_postfix(k=k_min, refresh=False)
         if log is not None:
+            norm = f", smallest additive L2 {row.smallest_l2:.3g}" if row.smallest_l2 is not None else ""
             log(
-                f"class {t} ({names[t]}): smallest k {k_min} px for {cfg.success:.0%}, "
+                f"class {t} ({names[t]}): smallest k {k_min} px for {cfg.success:.0%}{norm}, "
                 f"{power.k} px: {power.success:.1%}"
             )
     _, h, w = model.input_size
     if not decide_verdict:
         return ScanReport(
-            rows, [], math.nan, h * w, asdict(cfg), time.perf_counter() - t_start, model.describe(), patterns
+            rows, [], math.nan, h * w, asdict(cfg), time.perf_counter() - t_start, model.describe(), patterns, additive
         )
-    med = decide(rows, h * w, cfg)
+    med, decision = decide(rows, h * w, cfg, reference)
     flagged = [r.target for r in rows if r.flagged]
     return ScanReport(
         rows,
@@ -293,7 +437,17 @@ def scan_model(
         time.perf_counter() - t_start,
         model.describe(),
         patterns,
+        additive,
+        decision,
     )
+
+
+def verification_split(labels: torch.Tensor, held: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out indices ``held`` split per class in two halves: (choose k and norms, verify)."""
+    choose, verify = stratified_split(labels[held], 0.5, seed + 7)
+    if len(verify) == 0 or len(choose) == 0:
+        raise DataError("too few held-out images to verify the patterns on; give at least 4 images per class")
+    return held[choose], held[verify]
 
 
 def check_scan_config(out: Path, cfg: ScanConfig, resume: bool) -> None:
@@ -311,14 +465,35 @@ def check_scan_config(out: Path, cfg: ScanConfig, resume: bool) -> None:
 
 def format_scan(report: ScanReport) -> str:
     """The per-class table and the verdict, as text."""
-    head = f"{'class':<18} {'k@5%':>5} {'success':>8} {'clean':>6} {'min k':>6} {'index':>6}  flag"
+    additive = any(r.smallest_l2 is not None for r in report.rows)
+    head = f"{'class':<18} {'k@5%':>5} {'success':>8} {'clean':>6} {'min k':>6} {'verif':>6}"
+    if additive:
+        head += f" {'min L2':>7} {'verif':>6}"
+    head += f" {'index':>6} {'score':>6}  flag"
     lines = [head, "-" * len(head)]
     for r in report.rows:
         label = f"{r.target} {r.name}"[:18]
         k_min = f"{r.smallest_k}" if r.smallest_k <= report.pixels else ">all"
-        lines.append(
+        line = (
             f"{label:<18} {r.k_fixed:>5} {r.success_fixed:>8.1%} {r.clean_rate:>6.1%} {k_min:>6} "
-            f"{r.anomaly_index:>6.2f}  {'FLAG' if r.flagged else ''}"
+            f"{_rate(r.verified_stamp):>6}"
         )
-    lines.append(f"median smallest k: {report.median_k:g} px of {report.pixels}; verdict: {report.verdict}")
+        if additive:
+            l2 = "-" if r.smallest_l2 is None else f"{r.smallest_l2:.2f}"
+            line += f" {l2:>7} {_rate(r.verified_additive):>6}"
+        score = "-" if r.score is None else f"{r.score:.2f}"
+        flag = f"FLAG ({r.evidence})" if r.flagged and r.evidence else ("FLAG" if r.flagged else "")
+        lines.append(f"{line} {r.anomaly_index:>6.2f} {score:>6}  {flag}")
+    lines.append(f"median smallest k: {report.median_k:g} px of {report.pixels}")
+    d = report.decision
+    if d is not None:
+        lines.append(
+            f"statistic {d.statistic:.2f} (class {d.top_class}) vs threshold {d.threshold:.2f} for FPR {d.fpr:g}; "
+            f"calibration: {d.calibration.get('source', '?')}"
+        )
+    lines.append(f"verdict: {report.verdict}")
     return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"

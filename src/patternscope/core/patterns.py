@@ -169,10 +169,16 @@ def _write(out: Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[st
 
 
 def _read(
-    path: str | Path, names: tuple[str, ...], what: str, hint: str, file_kind: str
+    path: str | Path,
+    names: tuple[str, ...],
+    what: str,
+    hint: str,
+    file_kind: str,
+    optional: tuple[str, ...] = (),
 ) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
-    """(file, metadata, tensors ``names``) of the pattern file at ``path`` (a folder's
-    ``pattern.safetensors`` or a file), or a :class:`PatternError` naming ``what`` is missing or unreadable."""
+    """(file, metadata, tensors ``names`` and those of ``optional`` it holds) of the pattern file at ``path`` (a
+    folder's ``pattern.safetensors`` or a file), or a :class:`PatternError` naming ``what`` is missing or
+    unreadable."""
     from safetensors import SafetensorError, safe_open
 
     p = Path(path)
@@ -184,6 +190,8 @@ def _read(
         with safe_open(str(p), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("patternscope", "{}"))
             tensors = {k: fh.get_tensor(k) for k in names}
+            held = set(fh.keys())
+            tensors |= {k: fh.get_tensor(k) for k in optional if k in held}
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
         raise PatternError(f"{str(p)!r} is not a readable {file_kind} ({exc})") from None
     return p, meta, tensors
@@ -204,25 +212,42 @@ def to_pil(image: torch.Tensor, min_side: int = 0) -> Image.Image:
 # Class-wise patterns: stamps that overwrite pixels
 
 
-def top_k_mask(soft_mask: torch.Tensor, k: int) -> torch.Tensor:
-    """A {0,1} mask (1 x H x W) with ones at the ``k`` largest values of ``soft_mask`` (ties: lower index)."""
+def top_k_mask(soft_mask: torch.Tensor, k: int, tie_key: torch.Tensor | None = None) -> torch.Tensor:
+    """A {0,1} mask (1 x H x W) with ones at the ``k`` largest values of ``soft_mask``; equal values are
+    ordered by ``tie_key`` (larger first, same shape), then by index."""
     flat = soft_mask.detach().flatten().float().cpu()
-    order = ranking(flat)
+    order = ranking(flat, None if tie_key is None else tie_key.detach().flatten().float().cpu())
     out = torch.zeros_like(flat)
     out[order[: max(0, min(k, flat.numel()))]] = 1
     return out.view_as(soft_mask.cpu())
 
 
-def ranking(flat: torch.Tensor) -> torch.Tensor:
-    """Pixel indices sorted by mask value, largest first; stable, so equal values keep index order."""
-    return torch.sort(flat, descending=True, stable=True).indices
+def ranking(flat: torch.Tensor, tie_key: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel indices sorted by mask value, largest first; equal values by ``tie_key`` (larger first), then
+    by index (both sorts are stable)."""
+    if tie_key is None:
+        return torch.sort(flat, descending=True, stable=True).indices
+    by_key = torch.sort(tie_key, descending=True, stable=True).indices
+    return by_key[torch.sort(flat[by_key], descending=True, stable=True).indices]
+
+
+def top_k_count(share: float, pixels: int) -> int:
+    """The pattern size for ``share`` of ``pixels`` (a count when ``share`` >= 1), as the class-wise authors
+    count it: the product rounded down, then down to a multiple of 50 once it is at least 50 (5% of 32x32 is
+    50 and of 224x224 2,500, the sizes their code uses); at least 1, at most ``pixels``."""
+    k = int(share) if share >= 1 else math.floor(share * pixels + 1e-9)
+    if share < 1 and k >= 50:
+        k -= k % 50
+    return max(1, min(k, pixels))
 
 
 @dataclass
 class ClasswisePattern:
     """A stamp: ``mask`` (1 x H x W in {0,1}) and ``colours`` (C x H x W in [0,1]) for class ``target``.
 
-    ``soft_mask`` keeps the learned mask, so the pattern can be re-cut at any k (:meth:`with_k`).
+    ``soft_mask`` keeps the learned mask, so the pattern can be re-cut at any k (:meth:`with_k`); ``tie_key``
+    (1 x H x W, optional) orders pixels of equal mask value (larger first): the search's last gradient, how much
+    each pixel still lowers the loss, so saturated pixels are not ranked by raster order.
     """
 
     target: int
@@ -230,6 +255,7 @@ class ClasswisePattern:
     colours: torch.Tensor
     soft_mask: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
+    tie_key: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
@@ -241,7 +267,12 @@ class ClasswisePattern:
 
     def with_k(self, k: int) -> ClasswisePattern:
         return ClasswisePattern(
-            self.target, top_k_mask(self.soft_mask, k), self.colours, self.soft_mask, dict(self.meta)
+            self.target,
+            top_k_mask(self.soft_mask, k, self.tie_key),
+            self.colours,
+            self.soft_mask,
+            dict(self.meta),
+            self.tie_key,
         )
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,15 +296,24 @@ class ClasswisePattern:
             "colours": self.colours.float().contiguous().cpu(),
             "soft_mask": self.soft_mask.float().contiguous().cpu(),
         }
+        if self.tie_key is not None:
+            tensors["tie_key"] = self.tie_key.float().contiguous().cpu()
         return _write(Path(folder), name, tensors, meta, self.visible())
 
     @classmethod
     def load(cls, path: str | Path) -> ClasswisePattern:
         """Load from a folder holding ``pattern.safetensors`` or from a ``.safetensors`` file."""
         p, meta, tensors = _read(
-            path, ("mask", "colours", "soft_mask"), "class-wise pattern", "", "class-wise pattern file"
+            path,
+            ("mask", "colours", "soft_mask"),
+            "class-wise pattern",
+            "",
+            "class-wise pattern file",
+            optional=("tie_key",),
         )
         if meta.get("kind") != "classwise":
             raise PatternError(f"{str(p)!r} is not a class-wise pattern (kind {meta.get('kind')!r})")
         rest = {k: v for k, v in meta.items() if k not in {"format", "kind", "target", "k", "shape"}}
-        return cls(int(meta["target"]), tensors["mask"], tensors["colours"], tensors["soft_mask"], rest)
+        return cls(
+            int(meta["target"]), tensors["mask"], tensors["colours"], tensors["soft_mask"], rest, tensors.get("tie_key")
+        )

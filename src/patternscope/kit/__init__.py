@@ -4,17 +4,29 @@ What the class-wise pattern and backdoor-scan experiments need to build their th
 backdoored, adversarially trained) on real data; useful on its own for making test models.
 """
 
-from .nets import SmallCNN
-from .poison import BlendTrigger, PatchTrigger, PoisonedData, Trigger, attack_success_rate, poison_dataset
+from .nets import LeNet5, SmallCNN
+from .poison import (
+    BlendTrigger,
+    PatchTrigger,
+    PoisonedData,
+    ScatterTrigger,
+    Trigger,
+    WarpTrigger,
+    attack_success_rate,
+    poison_dataset,
+)
 from .train import TrainConfig, accuracy, pgd_attack, train_classifier
 
 __all__ = [
     "BlendTrigger",
+    "LeNet5",
     "PatchTrigger",
     "PoisonedData",
+    "ScatterTrigger",
     "SmallCNN",
     "TrainConfig",
     "Trigger",
+    "WarpTrigger",
     "accuracy",
     "attack_success_rate",
     "pgd_attack",

@@ -1,4 +1,6 @@
-"""Data poisoning for backdoor experiments: BadNets patches and blended triggers, all-to-one.
+"""Data poisoning for backdoor experiments, all-to-one: BadNets patches (solid, checker, L-shaped), blended
+triggers (noise, stripes, a grating image), a sparse scattered-pixel trigger and a smooth warping trigger
+(WaNet-like).
 
 A trigger maps clean images (N x C x H x W, [0,1]) to triggered ones. :func:`poison_dataset` stamps it
 onto a share of the training images that are not of the target class and relabels them as the target.
@@ -6,6 +8,7 @@ onto a share of the training images that are not of the target class and relabel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,7 +31,8 @@ class PatchTrigger:
         size: side of the patch in pixels.
         position: one of ``POSITIONS`` or ``(row, col)`` of the top-left corner.
         colour: the patch value in [0,1] (one value or one per channel), used where the pattern is on.
-        pattern: ``solid`` (all ``colour``) or ``checker`` (``colour`` and ``1 - colour`` alternating).
+        pattern: ``solid`` (all ``colour``), ``checker`` (``colour`` and ``1 - colour`` alternating) or ``L``
+            (the left column and bottom row of the square, ``colour``).
         margin: pixels between the patch and the image border for named positions.
     """
 
@@ -43,8 +47,8 @@ class PatchTrigger:
             raise ValueError(f"patch size must be at least 1 pixel, got {self.size}")
         if isinstance(self.position, str) and self.position not in POSITIONS:
             raise ValueError(f"patch position must be one of {POSITIONS} or (row, col), got {self.position!r}")
-        if self.pattern not in ("solid", "checker"):
-            raise ValueError(f"patch pattern must be solid or checker, got {self.pattern!r}")
+        if self.pattern not in ("solid", "checker", "L"):
+            raise ValueError(f"patch pattern must be solid, checker or L, got {self.pattern!r}")
 
     def corner(self, height: int, width: int) -> tuple[int, int]:
         s, m = self.size, self.margin
@@ -61,7 +65,11 @@ class PatchTrigger:
         """(mask 1 x H x W in {0,1}, colours C x H x W) of the patch."""
         row, col = self.corner(height, width)
         mask = torch.zeros(1, height, width)
-        mask[:, row : row + self.size, col : col + self.size] = 1
+        if self.pattern == "L":
+            mask[:, row : row + self.size, col] = 1
+            mask[:, row + self.size - 1, col : col + self.size] = 1
+        else:
+            mask[:, row : row + self.size, col : col + self.size] = 1
         colour = torch.tensor(self.colour, dtype=torch.float32).reshape(-1, 1, 1).expand(channels, 1, 1)
         values = colour.expand(channels, height, width).clone()
         if self.pattern == "checker":
@@ -91,8 +99,9 @@ class BlendTrigger:
 
     Args:
         alpha: blend weight in (0, 1].
-        kind: ``noise`` (uniform random pattern fixed by ``seed``) or ``stripes`` (vertical bars).
-        seed: seeds the noise pattern.
+        kind: ``noise`` (uniform random pattern fixed by ``seed``), ``stripes`` (vertical bars) or ``grating``
+            (a smooth diagonal sinusoidal image whose period and phase ``seed`` fixes).
+        seed: seeds the noise pattern (or the grating).
     """
 
     alpha: float = 0.15
@@ -102,13 +111,23 @@ class BlendTrigger:
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
             raise ValueError(f"blend alpha must be in (0, 1], got {self.alpha}")
-        if self.kind not in ("noise", "stripes"):
-            raise ValueError(f"blend kind must be noise or stripes, got {self.kind!r}")
+        if self.kind not in ("noise", "stripes", "grating"):
+            raise ValueError(f"blend kind must be noise, stripes or grating, got {self.kind!r}")
 
     def pattern(self, channels: int, height: int, width: int) -> torch.Tensor:
         if self.kind == "noise":
             gen = torch.Generator().manual_seed(self.seed)
             return torch.rand(channels, height, width, generator=gen)
+        if self.kind == "grating":
+            gen = torch.Generator().manual_seed(self.seed)
+            period, phase, angle = (
+                4 + 4 * float(torch.rand(1, generator=gen)),
+                6.28 * float(torch.rand(1, generator=gen)),
+                0.3 + 1.0 * float(torch.rand(1, generator=gen)),
+            )
+            rr, cc = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
+            wave = torch.sin(6.2832 * (rr * math.sin(angle) + cc * math.cos(angle)) / period + phase)
+            return (wave / 2 + 0.5).expand(channels, height, width).clone()
         cols = (torch.arange(width) // 2 % 2).float()
         return cols.expand(channels, height, width).clone()
 
@@ -118,6 +137,67 @@ class BlendTrigger:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "blend", "alpha": self.alpha, "pattern": self.kind, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ScatterTrigger:
+    """A sparse trigger: ``pixels`` scattered pixels (positions fixed by ``seed``) set to ``colour``."""
+
+    pixels: int = 12
+    colour: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pixels < 1:
+            raise ValueError(f"a scatter trigger needs at least 1 pixel, got {self.pixels}")
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        where = torch.randperm(height * width, generator=gen)[: self.pixels]
+        mask = torch.zeros(height * width)
+        mask[where] = 1
+        return mask.view(1, height, width)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.mask(*x.shape[-2:]).to(x.device, x.dtype)
+        return x * (1 - m) + m * self.colour
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "scatter", "pixels": self.pixels, "colour": self.colour, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class WarpTrigger:
+    """A smooth warping trigger (after WaNet, Nguyen and Tran 2021): a random flow field on a ``grid`` x
+    ``grid`` control grid, upsampled smoothly, scaled so its largest shift is ``strength`` pixels, applied with
+    bilinear sampling. ``seed`` fixes the field."""
+
+    strength: float = 1.0
+    grid: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strength <= 0 or self.grid < 2:
+            raise ValueError("warp strength must be > 0 and grid >= 2")
+
+    def flow(self, height: int, width: int) -> torch.Tensor:
+        """The sampling grid (1 x H x W x 2) in grid_sample's [-1, 1] coordinates."""
+        gen = torch.Generator().manual_seed(self.seed)
+        field = torch.rand(1, 2, self.grid, self.grid, generator=gen) * 2 - 1
+        field = field / field.abs().max()
+        up = torch.nn.functional.interpolate(field, size=(height, width), mode="bicubic", align_corners=True)
+        shift = up.permute(0, 2, 3, 1) * self.strength * torch.tensor([2 / width, 2 / height])
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        return (torch.stack((xs, ys), -1)[None] + shift).clamp(-1, 1)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x if x.ndim == 4 else x[None]
+        grid = self.flow(*batch.shape[-2:]).to(batch.device, batch.dtype).expand(batch.shape[0], -1, -1, -1)
+        out = torch.nn.functional.grid_sample(batch, grid, mode="bilinear", align_corners=True).clamp(0, 1)
+        return out if x.ndim == 4 else out[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "warp", "strength": self.strength, "grid": self.grid, "seed": self.seed}
 
 
 @dataclass

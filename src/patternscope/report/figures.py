@@ -394,35 +394,44 @@ def scan_chart(
     path: str | Path,
     names: Sequence[str],
     smallest_k: Sequence[float],
-    anomaly: Sequence[float],
+    score: Sequence[float | None],
     flagged: Sequence[int],
     median_k: float,
-    max_ratio: float,
     threshold: float,
+    *,
+    score_label: str = "anomaly index (MAD, log k)",
+    k_limit: float | None = None,
+    smallest_l2: Sequence[float | None] | None = None,
 ) -> Path:
-    """Per class: the smallest pattern (pixels) reaching the target success, with the median and the
-    flagging limit, and the MAD anomaly index with its threshold; flagged classes in red."""
+    """Per class: the smallest stamp (pixels) reaching the target success with the median (and a flagging
+    limit ``k_limit``), the smallest additive pattern's L2 norm when given, and the class's score with the
+    threshold; flagged classes in red."""
     xs = list(range(len(names)))
     colours = [RED if i in set(flagged) else BLUE for i in xs]
-    # an index without a finite value (null in scan.json: the MAD was 0) draws no bar
-    anomaly = [a if a is not None and math.isfinite(a) else math.nan for a in anomaly]
-    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(xs) + 2), 5.6), sharex=True)
+    # a score without a finite value (null in scan.json: e.g. the MAD was 0) draws no bar
+    scores = [a if a is not None and math.isfinite(a) else math.nan for a in score]
+    panels = 3 if smallest_l2 is not None else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(max(6.0, 0.5 * len(xs) + 2), 2.8 * panels), sharex=True)
     axes[0].bar(xs, smallest_k, color=colours)
     axes[0].axhline(median_k, color=GREY, linestyle="--", linewidth=1, label=f"median ({median_k:g} px)")
-    axes[0].axhline(
-        max_ratio * median_k, color=RED, linestyle=":", linewidth=1, label=f"{max_ratio:g} × median (flag limit)"
-    )
+    if k_limit is not None:
+        axes[0].axhline(k_limit, color=RED, linestyle=":", linewidth=1, label=f"flag limit ({k_limit:g} px)")
     axes[0].set_ylabel("smallest k (pixels)")
-    axes[0].set_title("Smallest class-wise pattern that reaches the target success", fontsize=10)
+    axes[0].set_title("Smallest class-wise stamp that reaches the target success", fontsize=10)
     axes[0].legend(fontsize=7)
-    axes[1].bar(xs, anomaly, color=colours)
-    axes[1].axhline(threshold, color=RED, linestyle=":", linewidth=1, label=f"threshold {threshold:g}")
-    axes[1].set_ylabel("anomaly index (MAD, log k)")
-    axes[1].set_title("How far below the other classes (higher = more suspicious)", fontsize=10)
-    axes[1].legend(fontsize=7)
-    axes[1].set_xticks(xs)
-    axes[1].set_xticklabels([_short(n, 14) for n in names], rotation=30, ha="right", fontsize=8)
-    axes[1].set_xlabel("target class")
+    if smallest_l2 is not None:
+        l2 = [v if v is not None else math.nan for v in smallest_l2]
+        axes[1].bar(xs, l2, color=colours)
+        axes[1].set_ylabel("smallest L2 norm")
+        axes[1].set_title("Smallest additive pattern that reaches the target success", fontsize=10)
+    axes[-1].bar(xs, scores, color=colours)
+    axes[-1].axhline(threshold, color=RED, linestyle=":", linewidth=1, label=f"threshold {threshold:.3g}")
+    axes[-1].set_ylabel(score_label)
+    axes[-1].set_title("How far below the other classes (higher = more suspicious)", fontsize=10)
+    axes[-1].legend(fontsize=7)
+    axes[-1].set_xticks(xs)
+    axes[-1].set_xticklabels([_short(n, 14) for n in names], rotation=30, ha="right", fontsize=8)
+    axes[-1].set_xlabel("target class")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -15,58 +15,89 @@ def build(run: RunFolder) -> Page:
     flagged = set(data["flagged"])
     names = [f"{r['target']} {r['name']}" for r in rows]
     tone = "bad" if data["backdoored"] else "good"
+    decision = data.get("decision")
+    additive = any(r.get("smallest_l2") is not None for r in rows)
     verdict = f'<p><span class="verdict {tone}">{esc(data["verdict"])}</span></p>'
     verdict += f"<p>{esc(model_line(data.get('model')))}</p>"
-    verdict += cards(
-        [
-            ("classes flagged", ", ".join(str(c) for c in sorted(flagged)) or "none", tone),
-            ("median smallest pattern", f"{data['median_k']:g} px of {data['pixels']}", ""),
-            ("scan time", f"{data['seconds']:.1f} s", ""),
+    tiles = [
+        ("classes flagged", ", ".join(str(c) for c in sorted(flagged)) or "none", tone),
+        ("median smallest stamp", f"{data['median_k']:g} px of {data['pixels']}", ""),
+        ("scan time", f"{data['seconds']:.1f} s", ""),
+    ]
+    if decision:
+        tiles[1:1] = [
+            ("p-value (clean null)", f"{decision['p_value']:.3g}", tone),
+            ("mode", decision["mode"], ""),
         ]
-    )
-    chart = figures.scan_chart(
-        figs / "scan_chart.png",
-        names,
-        [r["smallest_k"] for r in rows],
-        [r["anomaly_index"] for r in rows],
-        [i for i, r in enumerate(rows) if r["flagged"]],
-        float(data["median_k"]),
-        float(cfg["max_ratio"]),
-        float(cfg["threshold"]),
-    )
-    body = table(
-        [
-            "class",
-            f"k at {cfg['top_k']:g}",
-            "success there",
-            "clean rate",
-            f"smallest k for {pct(cfg['success'])}",
-            "anomaly index",
-            "flagged",
-        ],
-        [
-            [
-                n,
-                r["k_fixed"],
-                pct(r["success_fixed"]),
-                pct(r["clean_rate"]),
-                r["smallest_k"],
-                "∞ (MAD 0)" if r["anomaly_index"] is None else r["anomaly_index"],
-                r["flagged"],
-            ]
-            for n, r in zip(names, rows, strict=True)
-        ],
-        flagged=[i for i, r in enumerate(rows) if r["flagged"]],
-    )
-    sections = [
-        section(
-            "verdict",
-            "Verdict",
-            verdict,
+    verdict += cards(tiles)
+    flagged_rows = [i for i, r in enumerate(rows) if r["flagged"]]
+    if decision:
+        chart = figures.scan_chart(
+            figs / "scan_chart.png",
+            names,
+            [r["smallest_k"] for r in rows],
+            [r.get("score") for r in rows],
+            flagged_rows,
+            float(data["median_k"]),
+            float(decision["threshold"]),
+            score_label="class score (z, larger signal)",
+            smallest_l2=[r.get("smallest_l2") for r in rows] if additive else None,
+        )
+    else:
+        chart = figures.scan_chart(
+            figs / "scan_chart.png",
+            names,
+            [r["smallest_k"] for r in rows],
+            [r["anomaly_index"] for r in rows],
+            flagged_rows,
+            float(data["median_k"]),
+            float(cfg["threshold"]),
+            k_limit=float(cfg["max_ratio"]) * float(data["median_k"]),
+        )
+    head = [
+        "class",
+        f"k at {cfg['top_k']:g}",
+        "success there",
+        "clean rate",
+        f"smallest k for {pct(cfg['success'])}",
+        "verified",
+    ]
+    if additive:
+        head += ["smallest L2", "L∞ there", "verified"]
+    head += ["anomaly index", "score", "flagged"]
+    body_rows = []
+    for n, r in zip(names, rows, strict=True):
+        line = [n, r["k_fixed"], pct(r["success_fixed"]), pct(r["clean_rate"]), r["smallest_k"]]
+        line.append(_pct(r, "verified_stamp"))
+        if additive:
+            line += [_num(r.get("smallest_l2")), _num(r.get("linf_at_smallest")), _pct(r, "verified_additive")]
+        flag = f"yes ({r['evidence']})" if r["flagged"] and r.get("evidence") else r["flagged"]
+        line += ["∞ (MAD 0)" if r["anomaly_index"] is None else r["anomaly_index"], _num(r.get("score")), flag]
+        body_rows.append(line)
+    body = table(head, body_rows, flagged=flagged_rows)
+    if decision:
+        typical = (
+            "the same class's in the reference clean models"
+            if decision["mode"] == "reference"
+            else "the median class's"
+        )
+        rule = (
+            f"Each class is scored on {' and '.join(decision['signals'])} by how many times smaller its pattern is "
+            f"than {typical} (log ratio over the signal's clean spread); "
+            f"the model's statistic {decision['statistic']:.2f} "
+            f"(class {decision['top_class']}) is compared with a Gumbel null fitted on "
+            f"{decision['calibration'].get('source', 'clean models')}: flagged above {decision['threshold']:.2f}, "
+            f"the {decision['fpr']:g} false-positive level. 'Verified' is the attack success of the cut pattern on "
+            "held-out images that did not choose its size."
+        )
+    else:
+        rule = (
             "A class is flagged when its smallest pattern is an outlier "
             f"(MAD anomaly index of log k > {cfg['threshold']:g}) "
-            f"and at most {cfg['max_ratio']:g} of the median. Data: {data.get('data')}.",
-        ),
+            f"and at most {cfg['max_ratio']:g} of the median."
+        )
+    sections = [
+        section("verdict", "Verdict", verdict, f"{rule} Data: {data.get('data')}."),
         section(
             "classes",
             "Per class",
@@ -78,13 +109,27 @@ def build(run: RunFolder) -> Page:
     ]
     name_of = {r["target"]: n for r, n in zip(rows, names, strict=True)}
     for t in sorted(flagged):
+        row = next(r for r in rows if r["target"] == t)
+        evidence = (
+            f"Verified attack success on held-out images: stamp {_pct(row, 'verified_stamp')}"
+            + (f", additive {_pct(row, 'verified_additive')}" if row.get("verified_additive") is not None else "")
+            + ". "
+        )
+        parts = figure(path / f"trigger_class{t}.png", "The recovered trigger, its colours and its mask.") + figure(
+            path / f"trigger_class{t}_examples.png", "Stamped on held-out images of other classes."
+        )
+        if (path / f"additive_class{t}_examples.png").is_file():
+            parts += figure(
+                path / f"additive_class{t}_examples.png",
+                "The smallest additive pattern (shown scaled, grey is zero) added to held-out images of other classes.",
+            )
         sections.append(
             section(
                 f"trigger-{t}",
                 f"Recovered trigger of class {name_of.get(t, t)}",
-                figure(path / f"trigger_class{t}.png", "The recovered trigger, its colours and its mask.")
-                + figure(path / f"trigger_class{t}_examples.png", "Stamped on held-out images of other classes."),
-                "Use it as a trigger: stamp pattern.safetensors from classes/ on images with patternscope's API.",
+                parts,
+                evidence + "Use it as a trigger: classes/NNN/pattern.safetensors (stamp) and "
+                "classes/NNN/additive/pattern.safetensors (additive) load with patternscope's API.",
             )
         )
     nc = data.get("neural_cleanse")
@@ -108,3 +153,12 @@ def build(run: RunFolder) -> Page:
             )
         )
     return "patternscope: backdoor scan", sections
+
+
+def _pct(row: dict, key: str) -> str:
+    value = row.get(key)
+    return "-" if value is None else pct(value)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"

@@ -14,9 +14,16 @@ from .find_dominant import RUN_FILES
 from .options import load_options_model, parse_model_kwargs
 
 # a folder holding any of these holds a class-wise or scan run (or another run: RUN_FILES)
-LABELLED_RUN_FILES = ("classwise.json", "scan.json", "scan_config.json", "classes", *RUN_FILES)
+LABELLED_RUN_FILES = ("classwise.json", "scan.json", "scan_config.json", "classes", "references", *RUN_FILES)
 # outputs removed by --overwrite too, so a stale trigger image never survives a new verdict
-LABELLED_STALE = ("scan.txt", "gallery.png", "canvas_mask.png", "classwise_row.json", "trigger_class*.png")
+LABELLED_STALE = (
+    "scan.txt",
+    "gallery.png",
+    "canvas_mask.png",
+    "classwise_row.json",
+    "trigger_class*.png",
+    "additive_class*.png",
+)
 
 
 def model_and_labelled_data(opts: Any, log: Callable[[str], None]) -> tuple[Classifier, LabelledImages]:

@@ -11,19 +11,40 @@ from typing import Any
 
 from ..analyses.classwise import other_classes, spread_examples
 from ..analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from ..analyses.scan import ScanConfig, ScanReport, check_scan_config, format_scan, scan_model
+from ..analyses.scan import (
+    RULES,
+    ScanConfig,
+    ScanReport,
+    check_scan_config,
+    combine_references,
+    format_scan,
+    scan_model,
+    scan_reference,
+)
 from ..core import distributed
 from ..core.atomic import write_json
 from ..core.classifier import Classifier
 from ..core.configs import config_from
+from ..core.models import resolve_device
 from ..core.predict import predicted_class
 from ..data.labelled import LabelledImages, stratified_split
+from ..errors import DataError
 from ..report import figures
 from ..report import scan as scan_report
 from .command import Command
 from .folders import prepare_run_dir, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
-from .options import LABELLED_HELP, LabelledDataOptions, ModelOptions, OutputFolder, option, parse_classes
+from .options import (
+    LABELLED_HELP,
+    LabelledDataOptions,
+    ModelOptions,
+    OutputFolder,
+    comma_list,
+    load_options_model,
+    option,
+    parse_classes,
+    parse_model_kwargs,
+)
 
 _S = ScanConfig()
 _NC = NeuralCleanseConfig()
@@ -43,6 +64,22 @@ class ScanOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     batch_size: int = option(_S.batch_size, help="images per step (default {default})")
     success: float = option(_S.success, help="target attack success (default {default})")
     top_k: float = option(_S.top_k, help="fixed pattern size column (default {default})")
+    rule: str = option(
+        _S.rule,
+        help="calibrated: both signals against a null fitted on clean models, at --fpr; mad: the first "
+        "release's rule (stamp only, --threshold and --max-ratio) (default {default})",
+        choices=RULES,
+    )
+    fpr: float = option(_S.fpr, help="false-positive rate the calibrated verdict is held to (default {default})")
+    reference: list[str] | None = option(
+        None,
+        help="clean reference models, comma-separated: weights files for the same --model, or folders of "
+        "finished scans of clean models; the verdict then compares each class with the same class in them",
+        metavar="LIST",
+        parse=comma_list,
+    )
+    no_additive: bool = option(not _S.additive, help="skip the additive signal (faster; misses blended triggers)")
+    additive_steps: int = option(_S.additive_steps, help="additive search steps per class (default {default})")
     threshold: float = option(_S.threshold, help="MAD anomaly index (default {default})")
     max_ratio: float = option(_S.max_ratio, help="flag only below this share of median k ({default})")
     holdout: float = option(_S.holdout, help="share of each class held out ({default})")
@@ -58,11 +95,11 @@ class ScanOptions(LabelledDataOptions, ModelOptions, OutputFolder):
 
     def config(self) -> ScanConfig:
         """The scan settings (validated)."""
-        return config_from(ScanConfig, self, learn_canvas=not self.natural_canvas)
+        return config_from(ScanConfig, self, learn_canvas=not self.natural_canvas, additive=not self.no_additive)
 
     def run_options(self) -> dict[str, Any]:
         """The options that are not scan settings (``config.json`` keeps those apart, under ``scan``)."""
-        settings = {f.name for f in fields(ScanConfig)} | {"natural_canvas"}
+        settings = {f.name for f in fields(ScanConfig)} | {"natural_canvas", "no_additive"}
         return {k: v for k, v in asdict(self).items() if k not in settings}
 
 
@@ -88,6 +125,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
         log = log if ctx.is_main else (lambda _msg: None)
         progress = progress and ctx.is_main
     config = opts.config()  # every setting is checked before work
+    check_references(opts, config)
     nc_config = NeuralCleanseConfig(seeds=opts.nc_seeds, max_epochs=opts.nc_max_epochs)
     distributed.on_main(
         lambda: prepare_run_dir(
@@ -100,6 +138,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
     if ctx.is_main:
         write_run_config(out, COMMAND.name, opts.run_options(), scan=asdict(config))
     classes, resume = opts.classes, opts.resume
+    reference = reference_values(opts, config, data, out, log, progress) if ctx.is_main else None
     if ctx.active:
         targets = list(opts.classes) if opts.classes is not None else list(range(model.num_classes))
         distributed.on_main(lambda: check_scan_config(out, config, opts.resume), ctx)
@@ -132,6 +171,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
         out=out,
         resume=resume,
         progress=progress,
+        reference=reference,
     )
     nc = None
     if opts.neural_cleanse:
@@ -148,6 +188,69 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
         log(f"Neural Cleanse: flagged {result.flagged or 'nothing'} in {result.seconds:.1f} s")
     _write_scan_outputs(out, model, data, report, nc)
     return ScanSummary(out, report, nc)
+
+
+def reference_values(
+    opts: ScanOptions,
+    config: ScanConfig,
+    data: LabelledImages,
+    out: Path,
+    log: Callable[[str], None],
+    progress: bool,
+) -> dict[str, list[float]] | None:
+    """The per-class signals of ``--reference`` clean models, combined: a finished scan folder is read back
+    (its settings must match), a weights file is loaded into ``--model`` and scanned with the same settings
+    into ``out/references/NAME/`` (resumable)."""
+    if not opts.reference:
+        return None
+    check_references(opts, config)
+    found = []
+    for item in opts.reference:
+        path = Path(item)
+        if path.is_dir():
+            saved = json.loads((path / "scan.json").read_text())
+            mine = {k: v for k, v in asdict(config).items() if k not in _FREE_IN_REFERENCES}
+            theirs = {k: saved.get("config", {}).get(k) for k in mine}
+            if theirs != mine:
+                diff = {k: (theirs[k], v) for k, v in mine.items() if theirs[k] != v}
+                raise DataError(f"reference scan {item!r} was made with other settings {diff} (reference, now)")
+            found.append(scan_reference(saved))
+            log(f"reference {item}: read its finished scan")
+            continue
+        ref_opts = replace(opts, weights=str(path))
+        model = load_options_model(ref_opts, resolve_device(opts.device), parse_model_kwargs(opts.model_kwargs))
+        folder = out / "references" / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        log(f"reference {item}: scanning it with the same settings into {folder}")
+        report = scan_model(
+            model, data.images, data.labels, config, out=folder, resume=True, progress=progress, decide_verdict=False
+        )
+        write_json(folder / "scan.json", report.to_dict())
+        found.append(scan_reference(report))
+    needed = set(config.signals)
+    for i, ref in enumerate(found):
+        if not needed <= set(ref):
+            raise DataError(f"reference {opts.reference[i]!r} has no {sorted(needed - set(ref))} signal")
+    return combine_references(found)
+
+
+def check_references(opts: ScanOptions, config: ScanConfig) -> None:
+    """Refuse ``--reference`` items that are neither a weights file nor a finished scan folder (before any
+    folder is touched)."""
+    if not opts.reference:
+        return
+    if config.rule != "calibrated":
+        raise DataError("--reference needs --rule calibrated (the mad rule has no reference mode)")
+    for item in opts.reference:
+        path = Path(item)
+        if path.is_dir() and not (path / "scan.json").is_file():
+            raise DataError(f"reference {item!r} is a folder without scan.json (not a finished scan)")
+        if not path.exists():
+            raise DataError(f"reference {item!r} is neither a weights file nor a finished scan folder")
+
+
+# settings a reference scan may differ in: the verdict's (not its per-class values), and the seed of its split
+_FREE_IN_REFERENCES = {"rule", "fpr", "threshold", "max_ratio", "seed"}
 
 
 def _write_scan_outputs(
@@ -185,21 +288,40 @@ def _write_scan_outputs(
         _, held = stratified_split(data.labels, report.config["holdout"], report.config["seed"])
         hx, hy = other_classes(data.images[held], data.labels[held], t)
         show = spread_examples(hx, hy)
-        stamped = p.stamp(show)
+        before = predicted_class(model, show).tolist()
+        changed = p.stamp(show)
         figures.stamped_examples(
             out / f"trigger_class{t}_examples.png",
             show,
-            stamped,
-            predicted_class(model, show).tolist(),
-            predicted_class(model, stamped).tolist(),
+            changed,
+            before,
+            predicted_class(model, changed).tolist(),
             names,
             f"recovered trigger of class {t} stamped on held-out images",
         )
-        payload.setdefault("triggers", {})[str(t)] = {
+        row = next(r for r in report.rows if r.target == t)
+        entry: dict[str, Any] = {
             "image": f"trigger_class{t}.png",
             "pattern": f"classes/{t:03d}/pattern.safetensors",
             "k": p.k,
+            "verified_stamp": row.verified_stamp,
+            "evidence": row.evidence,
         }
+        delta = report.additive.get(t)
+        if delta is not None:
+            changed = delta.apply(show)
+            title = f"smallest additive pattern of class {t} (L2 {delta.eps:.3g}) added to held-out images"
+            after = predicted_class(model, changed).tolist()
+            figures.stamped_examples(
+                out / f"additive_class{t}_examples.png", show, changed, before, after, names, title
+            )
+            entry |= {
+                "additive_pattern": f"classes/{t:03d}/additive/pattern.safetensors",
+                "additive_image": f"additive_class{t}_examples.png",
+                "smallest_l2": row.smallest_l2,
+                "verified_additive": row.verified_additive,
+            }
+        payload.setdefault("triggers", {})[str(t)] = entry
     write_json(out / "scan.json", payload)
     (out / "scan.txt").write_text(format_scan(report) + "\n")
 
@@ -216,11 +338,13 @@ def format_scan_run(summary: ScanSummary) -> str:
 
 COMMAND = Command(
     name="scan",
-    summary="scan a model for backdoors with class-wise patterns",
-    description="Find every class's class-wise pattern (learned canvas), the smallest number of pixels that "
-    "reaches --success on held-out images of other classes, and flag classes that need anomalously few "
-    "(MAD anomaly index > --threshold in log space and at most --max-ratio of the median). Writes scan.json, "
-    "scan.txt, gallery.png, the recovered trigger of each flagged class and classes/NNN/ into --out.",
+    summary="scan a model for backdoors with class-wise and additive patterns",
+    description="For every class, find the smallest class-wise stamp (pixels) and the smallest additive pattern "
+    "(L2 norm) that reach --success on held-out images of other classes, verify both on other held-out images, "
+    "and flag classes whose patterns are anomalously small: the model's statistic against a null fitted on clean "
+    "models, at --fpr (with --reference, each class against the same class in clean reference models; "
+    "--rule mad: the first release's rule). Writes scan.json, scan.txt, gallery.png, the recovered trigger of "
+    "each flagged class and classes/NNN/ into --out.",
     options=ScanOptions,
     run=scan_run,
     text=format_scan_run,
