@@ -26,6 +26,9 @@ ADDED["find dominant"] = {"workers", "fast_decode", "epochs", "recipe", "dominan
 # methods added since the snapshot: the --methods default ("all") of compare and harden names them too
 NEW_METHODS = ("dominant-paper", "psp-uap")
 ADDED |= {command: {"cache_mb"} for command in ("find classwise", "scan", "harden", "downstream")}  # labelled data
+# choices added to a released option since the snapshot: (command, dest) -> the new choices (issue 18: the KL
+# in the authors' direction)
+NEW_CHOICES = {("find dominant", "loss"): ("kl-authors",)}
 # the scan's second signal and calibrated decision (issue 17); --threshold and --max-ratio stay for --rule mad
 ADDED["scan"] |= {"rule", "fpr", "reference", "no_additive", "additive_steps"}
 
@@ -73,6 +76,12 @@ def now(monkeypatch_module):
                 if action["dest"] == "methods":
                     action["default"] = action["default"].replace(f",{name}", "")
                     action["help"] = action["help"].replace(f",{name}", "")
+            described[command]["help_text"] = described[command]["help_text"].replace(f",{name}", "")
+    for (command, dest), added in NEW_CHOICES.items():  # the released choices, to compare the rest word for word
+        for action in described[command]["actions"]:
+            if action["dest"] == dest:
+                action["choices"] = [c for c in action["choices"] if c not in added]
+        for name in added:
             described[command]["help_text"] = described[command]["help_text"].replace(f",{name}", "")
     return described
 

@@ -40,7 +40,7 @@ def test_budget_is_respected_and_label_free(found):
     assert sum(found.result.history[-10:]) < sum(found.result.history[:10])
 
 
-@pytest.mark.parametrize("overrides", [{"loss": "kl"}, {"clip_during_search": True}])
+@pytest.mark.parametrize("overrides", [{"loss": "kl"}, {"loss": "kl-authors"}, {"clip_during_search": True}])
 def test_variants_beat_random_noise(overrides, tiny_model, digits):
     out = find_dominant_pattern(
         tiny_model, [tensor_set(digits.train_x)], eps=EPS, steps=40, progress=False, **overrides
@@ -114,3 +114,36 @@ def test_the_class_pull_reads_the_logits_whatever_the_feature_layer(tiny_model):
     assert torch.allclose(logits, tiny_model(x + delta))
     out = find_dominant_pattern(tiny_model, "jigsaw", layer="fc:in", dominance=0.5, steps=3, progress=False)
     assert out.pattern.meta["settings"]["layer"] == "fc:in" and out.result.steps_done == 3
+
+
+def test_the_two_kl_directions_are_what_their_names_say(tiny_model, digits):
+    """``kl`` is KL(p(δ) || p(x+δ)) averaged over x; ``kl-authors`` is KL(p(x+δ) || p(δ)) summed over x (the
+    authors' code as it runs), each checked against the sum written out."""
+    from patternscope.core.objectives import dominant_kl
+
+    delta = (torch.rand(tiny_model.input_size, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.4
+    x = digits.test_x[:16]
+    log_d = torch.log_softmax(tiny_model(delta[None]), 1)
+    log_xd = torch.log_softmax(tiny_model(x + delta), 1)
+    ours = float((log_d.exp() * (log_d - log_xd)).sum(1).mean())
+    theirs = float((log_xd.exp() * (log_xd - log_d)).sum())
+    with torch.no_grad():
+        assert float(dominant_kl(tiny_model, delta)(x)) == pytest.approx(ours, rel=1e-4)
+        assert float(dominant_kl(tiny_model, delta, authors=True)(x)) == pytest.approx(theirs, rel=1e-4)
+    assert abs(theirs / 16 - ours) > 1e-3  # not the same number up to the batch reduction
+    with pytest.raises(PatternError, match="kl-authors"):
+        DominantConfig(loss="kl-reverse").validate()
+
+
+def test_paper_data_is_natural_photos_never_jigsaw(tiny_model):
+    """compare --paper-data gives the dominant recipes natural photos (the authors' COCO stand-in), not the
+    photos + jigsaw mix of the default; methods without their own paper data keep their default."""
+    from patternscope.methods.recipe import make_stream
+    from patternscope.methods.registry import get_recipe
+
+    for name in ("dominant", "dominant-paper"):
+        recipe = get_recipe(name)
+        assert recipe.papers_data == ("photos",) and "jigsaw" in recipe.default_data
+        stream = make_stream(recipe, recipe.config(), tiny_model, list(recipe.papers_data))
+        assert "photos" in stream.describe() and "jigsaw" not in stream.describe()
+    assert get_recipe("cos-uap").papers_data == get_recipe("cos-uap").default_data == ("jigsaw",)

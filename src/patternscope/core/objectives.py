@@ -103,22 +103,32 @@ def dominant_cosine(
 
 
 def dominant_kl(
-    model: Classifier, delta: torch.Tensor, layer: str | None = None, clip: bool = False, dominance: float = 0.0
+    model: Classifier,
+    delta: torch.Tensor,
+    layer: str | None = None,
+    clip: bool = False,
+    dominance: float = 0.0,
+    authors: bool = False,
 ) -> Objective:
-    """The KL variant of the dominant objective: KL(softmax g(δ) || softmax g(x + δ)), averaged over x.
+    """The KL variant of the dominant objective, in one of two directions:
 
-    Log-softmax on the perturbed side; gradients flow through both terms. ``dominance`` as in
-    :func:`dominant_cosine`.
+    - ``authors=False`` (loss ``kl``): KL(p(δ) || p(x + δ)), averaged over x, with p = softmax g;
+    - ``authors=True`` (loss ``kl-authors``): KL(p(x + δ) || p(δ)) summed over x, what the authors' code
+      computes as it runs.
+
+    Gradients flow through both sides. ``dominance`` as in :func:`dominant_cosine`.
     """
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance)
-        target = F.log_softmax(own, dim=1)
-        log_probs = F.log_softmax(perturbed, dim=1)
-        return F.kl_div(log_probs, target.expand_as(log_probs), reduction="batchmean", log_target=True) + pull
+        log_own = F.log_softmax(own, dim=1).expand_as(perturbed)
+        log_perturbed = F.log_softmax(perturbed, dim=1)
+        if authors:  # kl_div(input, target) is KL(target || input): target p(x + δ), summed over the batch
+            return F.kl_div(log_own, log_perturbed, reduction="sum", log_target=True) + pull
+        return F.kl_div(log_perturbed, log_own, reduction="batchmean", log_target=True) + pull
 
     suffix = f",dominance={dominance:g}" if dominance else ""
-    return Objective(fn, f"dominant_kl[{layer or 'logits'}{suffix}]")
+    return Objective(fn, f"dominant_{'kl_authors' if authors else 'kl'}[{layer or 'logits'}{suffix}]")
 
 
 def logit_sum(model: Classifier, delta: torch.Tensor) -> Objective:

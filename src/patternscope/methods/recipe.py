@@ -135,6 +135,8 @@ class Recipe:
         own_batches: ``(config, input_size) -> batches(step, size)`` for a method that uses no data but
             makes its own inputs each step (e.g. PSP-UAP's prior images); a pure function of the step, so
             resume stays exact.
+        paper_data: the data closest to what the method's paper searched on, for ``compare --paper-data``
+            (None: ``default_data``).
     """
 
     name: str
@@ -149,6 +151,12 @@ class Recipe:
     check: Callable[[Any], None] | None = None
     batch_mean: bool = False
     own_batches: Callable[[Any, Sequence[int]], Callable[[int, int], Any]] | None = None
+    paper_data: tuple[str, ...] | None = None
+
+    @property
+    def papers_data(self) -> tuple[str, ...]:
+        """What ``compare --paper-data`` gives this method: :attr:`paper_data`, else :attr:`default_data`."""
+        return self.paper_data if self.paper_data is not None else self.default_data
 
 
 @dataclass

@@ -255,7 +255,7 @@ def compare_patterns(
             folder.mkdir(exist_ok=True)
         # the same search data for every method, unless asked for each paper's own (or a range prior)
         own = config.paper_data or getattr(method_config, "prior", None) == "range"
-        stream = make_stream(recipe, method_config, model, (list(recipe.default_data) or None) if own else shared)
+        stream = make_stream(recipe, method_config, model, (list(recipe.papers_data) or None) if own else shared)
         if stream is not None:
             use_fast_decode(stream.sources, config.fast_decode)
         row = MethodRow(

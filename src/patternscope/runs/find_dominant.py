@@ -24,6 +24,7 @@ from ..data.sources import disjoint_eval_set, open_images, training_sources
 from ..data.stream import BatchStream
 from ..errors import PatternError, RunDirError
 from ..methods import DominantConfig, PaperDominantConfig, find_pattern
+from ..methods.dominant import LOSSES
 from ..report import dominant as dominant_report
 from ..report import figures
 from .command import Command, indented_json
@@ -108,7 +109,7 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         help="feature layer g: logits (default), a layer name, or NAME:in for a layer's input "
         "(list names with `patternscope models --layers SPEC`)",
     )
-    loss: str = option(_DOM.loss, help="1 - cosine (default) or KL", choices=("cos", "kl"))
+    loss: str = option(_DOM.loss, help="1 - cosine (default) or KL", choices=LOSSES)
     recipe: str = option(
         "default",
         help="default: the paper's loss plus a pull towards the pattern's own class (measured best); "
