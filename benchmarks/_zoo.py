@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from patternscope.analyses.scan import ScanReport
+from patternscope.analyses.scan import ScanReport, scan_reference
 from patternscope.core.classifier import Classifier
 from patternscope.kit import (
     LeNet5,
@@ -89,8 +89,7 @@ def trained(spec: ModelSpec, data: Any) -> tuple[Classifier, dict[str, Any]]:
 def signals(report: ScanReport) -> dict[str, Any]:
     """The per-class values both decisions need, and the scan's time."""
     return {
-        "stamp": [r.smallest_k for r in report.rows],
-        "additive": [r.smallest_l2 for r in report.rows],
+        **scan_reference(report),
         "verified_stamp": [r.verified_stamp for r in report.rows],
         "verified_additive": [r.verified_additive for r in report.rows],
         "scan_s": round(report.seconds, 1),

@@ -41,9 +41,8 @@ import torch
 from _common import RESULTS, save, table
 from _zoo import ARCHS, DEFENDER, ModelSpec, resumable, signals, trained
 
-from patternscope.analyses.anomaly import anomaly_indices, median
 from patternscope.analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from patternscope.analyses.scan import ScanConfig, combine_references, scan_model
+from patternscope.analyses.scan import ScanConfig, combine_references, mad_rule, scan_model
 from patternscope.analyses.scan_decision import CALIBRATIONS, SIGNALS, decide_backdoor
 from patternscope.data import load_fashion_mnist, stratified_split
 from patternscope.kit import BlendTrigger, PatchTrigger, ScatterTrigger, Trigger, WarpTrigger
@@ -112,12 +111,8 @@ def rank(values: list[float], target: int) -> int:
 
 def old_rule(row: dict[str, Any]) -> list[int]:
     ks = [float(k) for k in row["stamp"]]
-    med = median(ks)
-    return [
-        t
-        for t, index in enumerate(anomaly_indices(ks, log=True))
-        if -index > OLD_RULE.threshold and ks[t] <= OLD_RULE.max_ratio * med
-    ]
+    flags = mad_rule(ks, 28 * 28, OLD_RULE.threshold, OLD_RULE.max_ratio)
+    return [t for t, flag in enumerate(flags) if flag]
 
 
 def decisions(row: dict[str, Any], refs: dict[str, dict[str, list[float]]]) -> dict[str, Any]:

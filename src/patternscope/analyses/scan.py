@@ -229,14 +229,11 @@ def decide(
     calibrated rule, the decision (``reference``: per signal, the reference clean models' value per class)."""
     ks = [float(r.smallest_k) for r in rows]
     med = median(ks)
-    indices = anomaly_indices(ks, log=True)
-    for row, index in zip(rows, indices, strict=True):
+    for row, index in zip(rows, anomaly_indices(ks, log=True), strict=True):
         row.anomaly_index = round(-index, 3) if index == index else 0.0  # positive = small side, as NC reports
     if config.rule == "mad":
-        for row, index in zip(rows, indices, strict=True):
-            row.flagged = bool(
-                -index > config.threshold and row.smallest_k <= config.max_ratio * med and row.smallest_k <= pixels
-            )
+        for row, flag in zip(rows, mad_rule(ks, pixels, config.threshold, config.max_ratio), strict=True):
+            row.flagged = flag
         return med, None
     if len(rows) < 3:  # no typical class to compare with: undecided (a subset of classes, see the verdict)
         for row in rows:
@@ -251,16 +248,23 @@ def decide(
                 f"{max(r.target for r in rows)} (a full scan of each reference model)"
             )
         ref = {s: [reference[s][r.target] for r in rows] for s in config.signals}
-    decision = decide_backdoor(signals, config.fpr, ref)
-    flagged = {rows[i].target for i in decision.flagged}
-    for i, row in enumerate(rows):
-        row.score = round(decision.class_scores[i], 3)
-        row.flagged = row.target in flagged
-        row.evidence = decision.evidence.get(i)
-    decision.flagged = sorted(flagged)
-    decision.top_class = rows[decision.top_class].target
-    decision.evidence = {rows[i].target: e for i, e in decision.evidence.items()}
+    decision = decide_backdoor(signals, config.fpr, ref, classes=[r.target for r in rows])
+    for row, score in zip(rows, decision.class_scores, strict=True):
+        row.score = round(score, 3)
+        row.flagged = row.target in decision.flagged
+        row.evidence = decision.evidence.get(row.target)
     return med, decision
+
+
+def mad_rule(ks: Sequence[float], pixels: int, threshold: float, max_ratio: float) -> list[bool]:
+    """The first release's rule (``rule="mad"``) on the smallest k of each class: flagged when the MAD anomaly
+    index of log k is above ``threshold`` on the small side and k is at most ``max_ratio`` of the median class's
+    (and the stamp reached the success at all, k <= ``pixels``)."""
+    med = median(ks)
+    return [
+        bool(-index > threshold and k <= max_ratio * med and k <= pixels)
+        for k, index in zip(ks, anomaly_indices(ks, log=True), strict=True)
+    ]
 
 
 def scan_reference(report: ScanReport | dict[str, Any]) -> dict[str, list[float]]:

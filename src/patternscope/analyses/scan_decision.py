@@ -212,9 +212,12 @@ def decide_backdoor(
     fpr: float = 0.05,
     reference: Mapping[str, Sequence[float]] | None = None,
     calibration: ScanCalibration | None = None,
+    classes: Sequence[int] | None = None,
 ) -> Decision:
     """Score every class on each signal, take the model's statistic, and flag the classes whose score is
-    above the clean null's ``fpr`` threshold. ``signals`` maps a signal name to one value per class."""
+    above the clean null's ``fpr`` threshold. ``signals`` maps a signal name to one value per class;
+    ``classes`` names those classes in the decision's ``top_class``, ``flagged`` and ``evidence`` (default
+    0, 1, ...)."""
     if not 0 < fpr < 1:
         raise DataError(f"the false-positive rate must be in (0, 1), got {fpr}")
     if not signals:
@@ -222,31 +225,34 @@ def decide_backdoor(
     lengths = {len(v) for v in signals.values()}
     if len(lengths) != 1 or min(lengths) < 3:
         raise DataError("every signal needs one value per class, and at least 3 classes")
+    n = lengths.pop()
+    names = list(classes) if classes is not None else list(range(n))
+    if len(names) != n:
+        raise DataError(f"{len(names)} class names for {n} classes")
     mode = "reference" if reference is not None else "self"
-    if calibration is None:
+    cal = calibration
+    if cal is None:
         key = calibration_key(mode, list(signals))
         if key not in CALIBRATIONS:
             raise DataError(f"no calibration for {key!r}; known: {', '.join(CALIBRATIONS)}")
-    cal = calibration or CALIBRATIONS[calibration_key(mode, list(signals))]
+        cal = CALIBRATIONS[key]
     scores = signal_scores(signals, cal, reference)
-    n = lengths.pop()
     per_class = [max(scores[s][t] for s in scores) for t in range(n)]
     top = max(range(n), key=lambda t: (per_class[t], -t))
     statistic = per_class[top]
     threshold = cal.threshold(fpr)
     flagged = [t for t in range(n) if per_class[t] > threshold]
-    evidence = {t: max(scores, key=lambda s: scores[s][t]) for t in flagged}
     return Decision(
         mode,
         list(signals),
         scores,
         per_class,
         statistic,
-        top,
+        names[top],
         cal.p_value(statistic),
         fpr,
         threshold,
-        flagged,
-        evidence,
+        sorted(names[t] for t in flagged),
+        {names[t]: max(scores, key=lambda s: scores[s][t]) for t in flagged},
         cal.to_dict(),
     )

@@ -203,8 +203,7 @@ def reference_values(
     into ``out/references/NAME/`` (resumable)."""
     if not opts.reference:
         return None
-    check_references(opts, config)
-    found = []
+    found = []  # the items were checked (check_references) before the run folder was made
     for item in opts.reference:
         path = Path(item)
         if path.is_dir():
@@ -272,6 +271,7 @@ def _write_scan_outputs(
         "Per-class patterns (smallest k reaching the target success); flagged: "
         + (", ".join(str(c) for c in report.flagged) or "none"),
     )
+    _, held = stratified_split(data.labels, report.config["holdout"], report.config["seed"])
     for t in report.flagged:
         p = report.patterns[t]
         figures.image_table(
@@ -285,7 +285,6 @@ def _write_scan_outputs(
             f"recovered trigger of class {t} ({names[t]}): {p.k} px",
             cell=2.0,
         )
-        _, held = stratified_split(data.labels, report.config["holdout"], report.config["seed"])
         hx, hy = other_classes(data.images[held], data.labels[held], t)
         show = spread_examples(hx, hy)
         before = predicted_class(model, show).tolist()
