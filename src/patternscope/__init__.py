@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import kit
 from ._version import __version__
 from .analyses.additive import AdditiveConfig, find_additive_pattern, smallest_norm
+from .analyses.canvas_sensitivity import CanvasSensitivity, canvas_sensitivity
 from .analyses.classwise import (
     ClasswiseConfig,
     ClasswiseResult,
@@ -38,9 +39,12 @@ from .analyses.downstream import (
     train_downstream,
 )
 from .analyses.hardening import HardenConfig, HardenResult, harden_model
+from .analyses.layers import LayerAnalysis, analyze_layers
 from .analyses.neural_cleanse import NeuralCleanseConfig, NeuralCleanseReport, neural_cleanse
 from .analyses.scan import ScanConfig, ScanReport, combine_references, scan_model, scan_reference
 from .analyses.scan_decision import Decision, ScanCalibration, calibrate, decide_backdoor
+from .analyses.settings import SettingsConfig, SettingsResult, run_settings
+from .analyses.simplicity import gradient_x_input, pattern_simplicity
 from .analyses.transfer import Transfer, transfer_matrix
 from .core.classifier import Classifier
 from .core.metrics import Evaluation, evaluate_pattern
@@ -89,6 +93,7 @@ __all__ = [
     "METHODS",
     "AdditiveConfig",
     "BatchStream",
+    "CanvasSensitivity",
     "Classifier",
     "ClasswiseConfig",
     "ClasswisePattern",
@@ -108,6 +113,7 @@ __all__ = [
     "ImageSet",
     "LabelledData",
     "LabelledImages",
+    "LayerAnalysis",
     "MethodFailed",
     "ModelSpecError",
     "NeuralCleanseConfig",
@@ -123,14 +129,18 @@ __all__ = [
     "ScanReport",
     "SearchDivergedError",
     "SearchOutcome",
+    "SettingsConfig",
+    "SettingsResult",
     "Transfer",
     "UAPConfig",
     "WeightsError",
     "__version__",
+    "analyze_layers",
     "best_canvases",
     "build_downstream",
     "bundled_photos",
     "calibrate",
+    "canvas_sensitivity",
     "choose_canvas",
     "combine_references",
     "compare_patterns",
@@ -139,6 +149,7 @@ __all__ = [
     "find_additive_pattern",
     "find_classwise_pattern",
     "find_pattern",
+    "gradient_x_input",
     "harden_model",
     "image_folder",
     "kit",
@@ -151,7 +162,9 @@ __all__ = [
     "open_images",
     "open_labelled",
     "other_classes",
+    "pattern_simplicity",
     "predictive_power",
+    "run_settings",
     "scan_model",
     "scan_reference",
     "smallest_norm",

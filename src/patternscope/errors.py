@@ -33,3 +33,8 @@ class SearchDivergedError(PatternscopeError):
 
 class HardeningError(PatternscopeError):
     """Hardening could not keep clean accuracy within its bound, or its checkpoint does not fit the run."""
+
+
+class LostProcessError(PatternscopeError):
+    """Under ``torchrun``, another process of the group died or stopped answering; this one stops too (its
+    last checkpoint is kept, so the same command with ``--resume`` continues)."""

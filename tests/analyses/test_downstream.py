@@ -69,3 +69,42 @@ def test_downstream_cli_trains_saves_and_reloads(tmp_path, tiny_weights, digits,
     bad[bad.index("--pattern") + 1] = str(tmp_path / "small")
     assert main(bad) == EXIT_USER
     assert "(3, 8, 8)" in capsys.readouterr().err
+
+
+def test_augmentation_flips_and_shifts_within_the_image(digits):
+    from patternscope.analyses.downstream import augment_batch
+
+    x = digits.train_x[:64]
+    a = augment_batch(x, torch.Generator().manual_seed(1))
+    b = augment_batch(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    changed = (a - x).flatten(1).abs().amax(1) > 0
+    assert 0.5 < changed.float().mean() <= 1  # most images are moved or mirrored, not all the same way
+    # pixels are moved, not invented: the mean intensity of a crop stays close to the image's
+    assert (a.mean((1, 2, 3)) - x.mean((1, 2, 3))).abs().max() < 0.1
+
+
+def test_the_authors_schedule_trains_and_decays_the_rate(tiny_model, digits):
+    from patternscope.analyses.downstream import PAPER_SCHEDULE
+
+    config = DownstreamConfig(**PAPER_SCHEDULE)
+    model = build_downstream(tiny_model, 5, config)
+    report = train_downstream(model, digits.train_x, digits.train_y % 5, digits.test_x, digits.test_y % 5, config)
+    assert len(report.history) == 20 and report.test_accuracy > 0.7
+    with pytest.raises(Exception, match="gamma"):
+        DownstreamConfig(gamma=0)
+
+
+def test_recipe_paper_keeps_the_options_given(tmp_path):
+    from patternscope.runs.downstream import DownstreamOptions, downstream_config
+
+    paper = downstream_config(DownstreamOptions(out=str(tmp_path), recipe="paper"))
+    assert (paper.epochs, paper.lr, paper.batch_size, paper.milestones, paper.augment) == (
+        20,
+        1e-3,
+        32,
+        (4, 8, 12, 16),
+        True,
+    )
+    assert downstream_config(DownstreamOptions(out=str(tmp_path), recipe="paper", epochs=5)).epochs == 5
+    assert downstream_config(DownstreamOptions(out=str(tmp_path))).milestones == ()

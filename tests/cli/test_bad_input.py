@@ -36,7 +36,7 @@ class NaNNet(nn.Module):  # every output is NaN
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, tiny_net, digit_folders, run_dir_other_size):
+def files(tmp_path_factory, tiny_net, digit_folders, run_dir_other_size, odd_patterns):
     """Every kind of bad file, made once."""
     root = tmp_path_factory.mktemp("bad-input")
     (root / "nets.py").write_text(NETS)
@@ -65,6 +65,7 @@ def files(tmp_path_factory, tiny_net, digit_folders, run_dir_other_size):
         "a_file": root / "a_file",
         "bad_toml": root / "bad.toml",
         "small_pattern": run_dir_other_size,
+        **odd_patterns,
     }
 
 
@@ -74,6 +75,30 @@ def run_dir_other_size(tmp_path_factory):
     folder = tmp_path_factory.mktemp("small-pattern")
     Pattern(torch.zeros(1, 8, 8), 0.1).save(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def odd_patterns(tmp_path_factory):
+    """Patterns for the 1 x 16 x 16 test model that are not what they claim: values scaled 5x (50/255) with
+    metadata that still says 10/255, and one value changed after saving (the checksum no longer fits)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("odd-patterns")
+    signs = torch.randint(0, 2, (1, 16, 16), generator=torch.Generator().manual_seed(0)).float() * 2 - 1
+    Pattern(signs * 50 / 255, 10 / 255, meta={"method": "dominant"}).save(root / "scaled")
+    Pattern(signs * 10 / 255, 10 / 255, meta={"method": "dominant"}).save(root / "tampered")
+    path = root / "tampered" / "pattern.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        delta, meta = fh.get_tensor("delta"), fh.metadata()
+    delta[0, 5, 5] = -delta[0, 5, 5]
+    save_file({"delta": delta}, str(path), metadata=meta)
+    return {"scaled_pattern": root / "scaled", "tampered_pattern": path}
+
+
+def _evaluate(out, f, w, d, pattern):
+    head = ["evaluate", "--pattern", str(f[pattern]), "--model", TINY_SPEC, "--weights", str(w)]
+    return [*head, "--data", str(d["test"]), "--out", str(out), "--quiet"]
 
 
 def _find(out, f, w, d, **over):
@@ -158,6 +183,12 @@ CASES = [
         "negative image cache",
         lambda o, f, w, d: _classwise(o, f, w, d, "--class", "1", "--cache-mb", "-1"),
         "--cache-mb",
+    ),
+    ("pattern over its declared budget", lambda o, f, w, d: _evaluate(o, f, w, d, "scaled_pattern"), "50.0/255"),
+    (
+        "pattern changed after it was saved",
+        lambda o, f, w, d: _evaluate(o, f, w, d, "tampered_pattern"),
+        "changed after it was saved",
     ),
     (
         "config with a misspelt option",

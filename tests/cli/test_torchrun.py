@@ -3,6 +3,7 @@ what one process gives; and long runs survive kill -9 and Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -156,3 +157,81 @@ def test_interrupted_run_resumes_to_the_same_pattern(sig, tmp_path, tiny_weights
     assert main([*_find_args(cut, tiny_weights, digit_folders, steps), *args, "--resume"]) == EXIT_OK
     assert torch.equal(Pattern.load(cut).delta, Pattern.load(whole).delta)
     assert json.loads((cut / "metrics.json").read_text())["search"]["resumed_from"] == stopped_at
+
+
+def _rank_pid(out, rank: int) -> int | None:
+    """The pid of the torchrun worker of ``rank`` writing into ``out`` (from /proc)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")  # noqa: SIM115
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()  # noqa: SIM115
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"patternscope" in cmdline and str(out).encode() in cmdline:
+            return int(entry)
+    return None
+
+
+def _start_torchrun(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "patternscope"]
+    return subprocess.Popen(
+        [*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), **(extra_env or {})}
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_others_with_one_line_and_resume_is_exact(tmp_path, tiny_weights, digit_folders):
+    steps, args = 800, ["--checkpoint-every", "5", "--no-report"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    proc = _start_torchrun([*_find_args(cut, tiny_weights, digit_folders, steps), *args])
+    _wait_for_checkpoint(proc, cut / "checkpoint.pt", 20)
+    victim = _rank_pid(cut, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - killed < 30  # the survivor notices a dead peer at once (measured: about 4 s)
+    ours = [line for line in err.splitlines() if line.startswith("patternscope: error:")]
+    assert len(ours) == 1 and "lost contact with rank 1 of 2" in ours[0] and "--resume" in ours[0], err[-2000:]
+    assert "exitcode  : 75" in err and "[rank0]:" not in err  # rank 0 left with its own exit code, no traceback
+    assert not (cut / "pattern.safetensors").exists()
+    stopped_at = int(load_checkpoint(cut / "checkpoint.pt")["step"])
+    assert 20 <= stopped_at < steps
+    resumed = _torchrun(*_find_args(cut, tiny_weights, digit_folders, steps), *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # bit for bit the pattern of the same torchrun search never interrupted
+    assert _torchrun(*_find_args(whole, tiny_weights, digit_folders, steps), *args).returncode == 0
+    assert torch.equal(Pattern.load(cut).delta, Pattern.load(whole).delta)
+
+
+@pytest.mark.slow
+def test_a_hung_rank_stops_the_others_after_the_stated_timeout(tmp_path, tiny_weights, digit_folders):
+    out = tmp_path / "hung"
+    proc = _start_torchrun(
+        [*_find_args(out, tiny_weights, digit_folders, 100000), "--checkpoint-every", "5", "--no-report"],
+        {"PATTERNSCOPE_DIST_TIMEOUT": "5"},
+    )
+    _wait_for_checkpoint(proc, out / "checkpoint.pt", 10)
+    victim = _rank_pid(out, 1)
+    assert victim is not None
+    survivor = _rank_pid(out, 0)
+    assert survivor is not None
+    os.kill(victim, signal.SIGSTOP)  # alive but silent: only the timeout can tell
+    stopped = time.monotonic()
+    try:
+        while time.monotonic() - stopped < 120 and os.path.exists(f"/proc/{survivor}"):
+            with contextlib.suppress(OSError):  # a zombie waiting for torchrun counts as gone
+                if open(f"/proc/{survivor}/stat").read().split()[2] == "Z":  # noqa: SIM115
+                    break
+            time.sleep(0.1)
+        # rank 0 gives up after the 5 s timeout and the 2 s roll call
+        assert time.monotonic() - stopped < 60
+    finally:  # torchrun would wait 30 s before it SIGKILLs a stopped process: do it now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    ours = [line for line in err.splitlines() if line.startswith("patternscope: error:")]
+    assert len(ours) == 1 and "lost contact with rank 1 of 2" in ours[0], err[-2000:]
+    assert "exitcode  : 75" in err

@@ -86,3 +86,15 @@ def test_wilson_interval_by_hand():
     assert wilson_interval(0.3, 0) == [0.0, 1.0] and wilson_interval(float("nan"), 5) == [0.0, 1.0]
     low, high = wilson_interval(0.6, 220)  # the compare tables' 220 views: about ±6.5 points
     assert 0.12 < high - low < 0.14
+
+
+def test_random_baselines_of_a_pattern_over_its_budget_have_its_measured_norm():
+    delta = torch.full((1, 4, 4), 0.2)
+    over = Pattern(delta, eps=0.04)  # declares 0.04, measures 0.2
+    assert random_like(over, "sign").abs().max().item() == pytest.approx(0.2)
+    assert random_like(over, "uniform").abs().max().item() <= 0.2 + 1e-6
+    assert random_like(over, "uniform").abs().max().item() > 0.04
+    within = Pattern(delta * 0.1, eps=0.04)  # below its budget: noise at the budget
+    assert random_like(within, "sign").abs().max().item() == pytest.approx(0.04)
+    l2 = Pattern(torch.full((1, 4, 4), 1.0), eps=2.0, norm="l2")  # L2 norm 4, declares 2
+    assert random_like(l2, "sign").norm().item() == pytest.approx(4.0)

@@ -114,3 +114,110 @@ def test_equal_mask_values_are_ranked_by_the_tie_key_not_raster_order(tmp_path):
     pattern.save(tmp_path)
     loaded = ClasswisePattern.load(tmp_path)
     assert torch.equal(loaded.tie_key, key) and torch.equal(loaded.with_k(2).mask, pattern.with_k(2).mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Patterns that are what they claim (issue 19): a checksum of the tensors, and the budget measured on load
+
+EPS = 10 / 255
+
+
+def _signs(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
+
+
+def _resave(path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write ``tensors`` with the metadata ``meta`` as a patternscope file, bypassing :meth:`Pattern.save`."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"patternscope": json.dumps(meta)})
+
+
+def _stored(path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        names = list(fh.keys())
+        return {k: fh.get_tensor(k) for k in names}, json.loads(fh.metadata()["patternscope"])
+
+
+def test_a_saved_pattern_records_the_checksum_of_its_tensors(tmp_path):
+    from patternscope.core.patterns import tensor_checksum
+
+    delta = _signs((1, 8, 8)) * EPS
+    Pattern(delta, EPS).save(tmp_path, extra_tensors={"delta_best": delta * 0.5})
+    tensors, meta = _stored(tmp_path / "pattern.safetensors")
+    assert len(meta["sha256"]) == 64 and meta["sha256"] == tensor_checksum(tensors)
+    assert json.loads((tmp_path / "pattern.json").read_text())["sha256"] == meta["sha256"]
+    loaded = Pattern.load(tmp_path)
+    assert "sha256" not in loaded.meta and not loaded.over_budget  # a file property, not carried over
+    loaded.save(tmp_path / "again")  # saved again: a fresh checksum, and it loads
+    assert torch.equal(Pattern.load(tmp_path / "again").delta, delta)
+
+
+def test_a_tampered_tensor_is_refused_by_its_checksum(tmp_path):
+    Pattern(_signs((1, 8, 8)) * EPS, EPS).save(tmp_path)
+    tensors, meta = _stored(tmp_path / "pattern.safetensors")
+    tensors["delta"][0, 3, 3] = -tensors["delta"][0, 3, 3]  # one value changed, still within the budget
+    _resave(tmp_path / "pattern.safetensors", tensors, meta)
+    with pytest.raises(PatternError, match=r"pattern\.safetensors' was changed after it was saved: checksum"):
+        Pattern.load(tmp_path)
+    with pytest.raises(PatternError, match="changed after it was saved"):
+        Pattern.load(tmp_path, allow_over_budget=True)  # no flag overrides a checksum
+
+
+def test_a_file_without_a_checksum_loads_as_before(tmp_path):
+    delta = _signs((1, 8, 8)) * EPS
+    Pattern(delta, EPS, meta={"method": "dominant"}).save(tmp_path)
+    tensors, meta = _stored(tmp_path / "pattern.safetensors")
+    del meta["sha256"]  # as saved by 0.2 and earlier
+    _resave(tmp_path / "pattern.safetensors", tensors, meta)
+    loaded = Pattern.load(tmp_path)
+    assert torch.equal(loaded.delta, delta) and loaded.meta["method"] == "dominant"
+
+
+@pytest.mark.parametrize("with_checksum", [True, False], ids=["checksummed", "old-file"])
+def test_a_pattern_over_its_declared_budget_is_refused_unless_allowed(tmp_path, with_checksum):
+    delta = _signs((1, 8, 8)) * EPS * 5  # about 50/255, the metadata still says 10/255
+    Pattern(delta, EPS).save(tmp_path)
+    if not with_checksum:
+        tensors, meta = _stored(tmp_path / "pattern.safetensors")
+        del meta["sha256"]
+        _resave(tmp_path / "pattern.safetensors", tensors, meta)
+    with pytest.raises(PatternError) as caught:
+        Pattern.load(tmp_path)
+    message = str(caught.value)
+    assert "pattern.safetensors' has L∞ 50.0/255 but declares a budget of 10.0/255" in message
+    assert "--allow-over-budget" in message and "\n" not in message
+    allowed = Pattern.load(tmp_path, allow_over_budget=True)
+    assert allowed.over_budget and allowed.eps == pytest.approx(EPS)
+    assert allowed.measured_linf == pytest.approx(5 * EPS) and allowed.measured_l2 == pytest.approx(5 * EPS * 8)
+    assert allowed.budget_text() == "L∞ 50.0/255 but declares a budget of 10.0/255"
+
+
+def test_the_budget_check_allows_float_rounding_and_checks_l2(tmp_path):
+    from patternscope.core.patterns import BUDGET_ATOL, BUDGET_RTOL
+
+    Pattern(_signs((1, 8, 8)) * (EPS + BUDGET_ATOL / 2), EPS).save(tmp_path / "rounding")
+    assert not Pattern.load(tmp_path / "rounding").over_budget
+    direction = _signs((3, 4, 4))
+    Pattern(direction / direction.norm() * 2.0, 2.0, "l2").save(tmp_path / "l2")  # at the budget: fine
+    assert not Pattern.load(tmp_path / "l2").over_budget
+    Pattern(direction / direction.norm() * 2.0 * (1 + 3 * BUDGET_RTOL), 2.0, "l2").save(tmp_path / "l2-over")
+    with pytest.raises(PatternError, match=r"has L2 norm 2\.006 but declares an L2 budget of 2;"):
+        Pattern.load(tmp_path / "l2-over")
+
+
+def test_non_finite_values_and_unreadable_budgets_are_refused(tmp_path):
+    delta = torch.zeros(1, 4, 4)
+    delta[0, 1, 1] = float("nan")
+    Pattern(delta, EPS).save(tmp_path / "nan")
+    with pytest.raises(PatternError, match="non-finite"):
+        Pattern.load(tmp_path / "nan", allow_over_budget=True)
+    Pattern(torch.zeros(1, 4, 4), EPS).save(tmp_path / "eps")
+    tensors, meta = _stored(tmp_path / "eps" / "pattern.safetensors")
+    for bad in ("ten", -1, None):
+        _resave(tmp_path / "eps" / "pattern.safetensors", tensors, {**meta, "eps": bad})
+        with pytest.raises(PatternError, match="declares"):
+            Pattern.load(tmp_path / "eps")

@@ -15,6 +15,8 @@ from patternscope.methods import get_recipe
 CASES = {
     "dominant": (0.2, 2000, "digits"),
     "dominant-paper": (0.2, 2000, "digits"),
+    "dominant-labelled": (0.2, 2000, "labelled digits"),
+    "sgd-uap-labelled": (0.2, 2000, "labelled digits"),
     "sgd-uap": (0.2, 2000, "digits"),
     "gd-uap": (0.3, 3000, None),
     "fff": (0.2, 2000, None),
@@ -50,13 +52,13 @@ class NetCounter:
 
 @pytest.fixture(scope="module")
 def outcomes(tiny_model, digits):
-    data = [tensor_set(digits.train_x)]
+    data = {"digits": [tensor_set(digits.train_x)], "labelled digits": [tensor_set(digits.train_x, digits.train_y)]}
     found = {}
     for method, (eps, budget, source) in CASES.items():
         counter = NetCounter(tiny_model.net)
         try:
             out = find_pattern(
-                tiny_model, data if source else None, method=method, eps=eps, budget=budget, progress=False
+                tiny_model, data[source] if source else None, method=method, eps=eps, budget=budget, progress=False
             )
         finally:
             counter.handle.remove()

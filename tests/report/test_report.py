@@ -54,13 +54,16 @@ def scan_run(tmp_path_factory, backdoored, digit_data):
 
 def test_find_report_has_every_part(find_run):
     html = (find_run / "report.html").read_text()
-    for anchor in ("summary", "pattern", "examples", "dominance", "search", "metrics", "settings"):
+    anchors = ("summary", "pattern", "examples", "perceptibility", "layers", "dominance", "search", "metrics")
+    for anchor in (*anchors, "settings"):
         assert f'id="{anchor}"' in html
     for name in ("pattern_views.png", "class_histogram.png", "search_loss.png"):
         assert (find_run / "report_figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # self-contained: every image embedded, nothing fetched, no script
+    assert (find_run / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "PSNR of x+δ vs x" in html and "dB" in html and "SSIM" in html
+    # self-contained: every image embedded (pattern, examples, layers, histogram, loss), nothing fetched
     sources = re.findall(r'<img src="([^"]*)"', html)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script" not in html and "http://" not in html and "https://" not in html
     metrics = json.loads((find_run / "metrics.json").read_text())
     assert f"{100 * metrics['evaluation']['fooling_ratio']:.1f}%" in html

@@ -10,6 +10,7 @@ from helpers import TINY_SPEC
 
 from patternscope import METHODS
 from patternscope.cli import main
+from patternscope.methods import LABEL_FREE_METHODS
 from patternscope.runs.compare import CompareOptions, MethodFailed, compare_methods
 from patternscope.runs.transfer import TransferOptions, transfer_run
 
@@ -38,7 +39,7 @@ def comparison(tiny_weights, digit_folders, tmp_path_factory):
 
 def test_table_has_every_method_with_equal_budget(comparison):
     rows = {r.method: r for r in comparison.rows}
-    assert list(rows) == list(METHODS)
+    assert list(rows) == list(LABEL_FREE_METHODS)
     for r in comparison.rows:
         assert r.error is None
         assert 0 <= r.fooling_ratio <= 1
@@ -54,10 +55,10 @@ def test_table_has_every_method_with_equal_budget(comparison):
 def test_outputs_are_written(comparison):
     out = comparison.out
     saved = json.loads((out / "compare.json").read_text())
-    assert [r["method"] for r in saved["rows"]] == list(METHODS)
+    assert [r["method"] for r in saved["rows"]] == list(LABEL_FREE_METHODS)
     assert saved["budget_passes"] == BUDGET and saved["n_images"] == 120
     assert (out / "compare.png").stat().st_size > 1000
-    for method in METHODS:
+    for method in LABEL_FREE_METHODS:
         assert (out / method / "pattern.safetensors").exists()
         assert (out / method / "metrics.json").exists()
 

@@ -36,6 +36,7 @@ from ..core.classifier import Classifier
 from ..core.configs import config_from
 from ..core.models import on_device
 from ..core.patterns import ClasswisePattern, Pattern
+from ..core.run_id import RUN_ID_KEY
 from ..data.bank import Images
 from ..data.images import resize_to
 from ..data.labelled import stratified_split
@@ -364,10 +365,13 @@ def scan_model(
     for t in bar:
         folder = out / "classes" / f"{t:03d}" if out is not None else None
         if folder is not None and resume and (folder / "row.json").is_file():
-            rows.append(ClassRow(**json.loads((folder / "row.json").read_text())))
+            saved = json.loads((folder / "row.json").read_text())
+            rows.append(ClassRow(**{k: v for k, v in saved.items() if k != RUN_ID_KEY}))
             patterns[t] = ClasswisePattern.load(folder)
             if (folder / "additive").is_dir():
-                additive[t] = Pattern.load(folder / "additive")
+                additive[t] = Pattern.load(
+                    folder / "additive", allow_over_budget=True
+                )  # unreachable: declared eps is a bound
             continue
         t0 = time.perf_counter()
         if not (sy == t).any():
@@ -458,7 +462,7 @@ def check_scan_config(out: Path, cfg: ScanConfig, resume: bool) -> None:
     """Refuse to resume a scan in ``out`` made with other settings; record ``cfg`` there."""
     path = out / "scan_config.json"
     if resume and path.is_file():
-        saved = json.loads(path.read_text())
+        saved = {k: v for k, v in json.loads(path.read_text()).items() if k != RUN_ID_KEY}
         if saved != asdict(cfg):
             diff = {k: (saved.get(k), v) for k, v in asdict(cfg).items() if saved.get(k) != v}
             raise RunDirError(

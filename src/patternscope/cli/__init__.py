@@ -6,7 +6,8 @@ files (:mod:`~patternscope.cli.config_files`), runs the command, prints its resu
 writes ``config.toml`` and ``report.html`` into its output folder.
 
 Exit codes: 0 success; 2 a user mistake (bad option, spec, file or data; the message says what to
-fix); 130 interrupted with Ctrl-C (a checkpoint is saved; rerun with ``--resume``); 1 an unexpected
+fix); 130 interrupted with Ctrl-C (a checkpoint is saved; rerun with ``--resume``); 75 under ``torchrun``,
+another process of the group died or stopped answering (rerun the same command with ``--resume``); 1 an unexpected
 internal error (a bug: please report it with the traceback), or a method of a comparison failed (the
 others' results are saved).
 """
@@ -25,15 +26,17 @@ from .._version import __version__
 from ..core import distributed
 from ..core.atomic import write_atomic
 from ..core.search import SearchInterrupted
-from ..errors import PatternscopeError
+from ..errors import LostProcessError, PatternscopeError
 from ..runs.command import TORCHRUN, Command
 from ..runs.compare import MethodFailed
+from ..runs.lock import LOCK_FILE, lock_run_dir, release_run_lock, release_run_locks, set_command
 from ..runs.options import options_from_values
 from ..runs.registry import COMMANDS, get_command
 from .config_files import CONFIG_FILE, ConfigError, config_argv, load_config, resolved_options, to_toml
-from .parser import GROUPS, build_parser, command_name, command_parsers
+from .parser import GROUPS, UsageError, build_parser, command_name, command_parsers
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_LOST = 75  # under torchrun another process died or hung: retry with --resume (EX_TEMPFAIL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,10 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = list(sys.argv[1:] if argv is None else argv)
     try:
         tokens = _with_config(parsers, tokens)
+        args = parser.parse_args(tokens)
+        _refuse_nul(args)
     except PatternscopeError as exc:
-        print(f"patternscope: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_USER
-    args = parser.parse_args(tokens)
     command = get_command(command_name(args))
     if distributed.launched_by_torchrun():
         if not command.torchrun:
@@ -66,17 +70,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = lambda msg, cat, *a, **k: f"patternscope: warning: {msg}\n"
     out_dir = getattr(args, "out", None)
     before = _files_under(out_dir)
+    set_command(command.name)
     try:
+        if command.folder and out_dir and int(os.environ.get("RANK", "0")) == 0 and Path(out_dir).is_dir():
+            lock_run_dir(out_dir)  # one run per folder, from the start (a new folder is locked once made)
         code = _run(command, args)
         if int(os.environ.get("RANK", "0")) == 0:
             _finish_run(parsers, command, args)
         return code
     except MethodFailed as exc:  # a method crashed: not the user's mistake, but the others finished
-        print(f"patternscope: error: {exc}", file=sys.stderr)
+        _error(exc)
         _finish_quietly(parsers, command, args)
         return EXIT_INTERNAL
-    except PatternscopeError as exc:
+    except LostProcessError as exc:
         print(f"patternscope: error: {exc}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:
+            _finish_quietly(parsers, command, args, interrupted=True)
+        return EXIT_LOST
+    except PatternscopeError as exc:
+        _error(exc)
         _remove_settings_only(out_dir, before, command)
         return EXIT_USER
     except SearchInterrupted as exc:
@@ -90,7 +102,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     finally:
+        release_run_locks()
+        set_command(None)
         distributed.shutdown()
+
+
+def _refuse_nul(args: argparse.Namespace) -> None:
+    """Refuse a value holding a NUL character (a config file can write one; no path or name can hold it)."""
+    for dest, value in vars(args).items():
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(t, str) and "\x00" in t for t in texts):
+            raise UsageError(f"the value of {dest.replace('_', '-')!r} holds a NUL character (\\x00); remove it")
+
+
+def _error(exc: BaseException) -> None:
+    """Print ``exc`` as one ``patternscope: error:`` line (a message quoting a multi-line text, e.g. a YAML
+    parser's, is joined into one)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    print(f"patternscope: error: {text}", file=sys.stderr)
 
 
 def _run(command: Command, args: argparse.Namespace) -> int:
@@ -206,16 +235,22 @@ def _files_under(folder: str | None) -> set[str] | None:
 
 def _remove_settings_only(folder: str | None, before: set[str] | None, command: Command) -> None:
     """After a user error: if the run wrote nothing but its settings, remove them (no half-run is left);
-    results and checkpoints (e.g. the last good one before a divergence) are always kept."""
+    results and checkpoints (e.g. the last good one before a divergence) are always kept. Nothing is touched
+    in a folder another process holds (its files are not this run's)."""
     if not folder or int(os.environ.get("RANK", "0")) != 0 or not Path(folder).is_dir():
         return
     root = Path(folder)
-    new = [p for p in root.rglob("*") if str(p) not in (before or set())]
+    try:
+        lock_run_dir(root)
+    except PatternscopeError:
+        return
+    new = [p for p in root.rglob("*") if str(p) not in (before or set()) and p.name != LOCK_FILE]
     new_files = [p for p in new if p.is_file()]
     if any(p.name not in command.settings_files for p in new_files):
         return
     for p in new_files:
         p.unlink(missing_ok=True)
+    release_run_lock(root)  # removes the lock file: an otherwise empty new folder goes too
     for d in sorted((p for p in new if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()
@@ -224,4 +259,4 @@ def _remove_settings_only(folder: str | None, before: set[str] | None, command: 
             root.rmdir()
 
 
-__all__ = ["EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER", "build_parser", "main"]
+__all__ = ["EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK", "EXIT_USER", "build_parser", "main"]

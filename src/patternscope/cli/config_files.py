@@ -20,6 +20,7 @@ import argparse
 import difflib
 import json
 import math
+import reprlib
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,11 +55,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML ({exc})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {str(p)!r} nests lists or tables too deeply to read") from None
     elif p.suffix.lower() == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid TOML ({exc})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {str(p)!r} nests lists or tables too deeply to read") from None
     else:
         raise ConfigError(f"config file {str(p)!r}: use a .toml, .yaml or .yml file")
     if not isinstance(data, dict):
@@ -86,7 +91,8 @@ def _long(action: argparse.Action) -> str:
 
 def _scalar(key: str, value: Any) -> str:
     if isinstance(value, bool) or value is None or isinstance(value, dict | list):
-        raise ConfigError(f"config option {key!r} must be a single value, got {value!r}")
+        # reprlib: a YAML file's aliases can make a list of 9**9 items (or one holding itself) in a few lines
+        raise ConfigError(f"config option {key!r} must be a single value, got {reprlib.repr(value)}")
     return str(value)
 
 

@@ -5,31 +5,50 @@ then ``--config`` and ``--no-report`` for commands with an output folder."""
 from __future__ import annotations
 
 import argparse
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
 from .._version import __version__
+from ..errors import PatternscopeError
 from ..runs.command import Command
 from ..runs.options import KEEP, Flag, field_default, flag_of
 from ..runs.registry import COMMANDS
 
 # command groups: the first word of two-word commands ("find dominant"): (help, metavar and dest of the second word)
-GROUPS = {"find": ("search a pattern for a model", "METHOD", "method")}
+GROUPS = {
+    "find": ("search a pattern for a model", "METHOD", "method"),
+    "experiment": ("run one of the papers' experiments end to end", "EXPERIMENT", "experiment"),
+}
 DESCRIPTION = (
     "Find, measure and save the input-space patterns that dominate an image classifier. "
     "Pixel space is [0,1]; eps is L-inf in that space."
 )
 EPILOG = (
     "Exit codes: 0 ok, 2 user error (message says what to fix), 130 interrupted (resume with "
-    "--resume), 1 internal error (or a method of a comparison failed; the others' results are saved)."
+    "--resume), 75 under torchrun another process died or hung (resume with --resume), 1 internal error "
+    "(or a method of a comparison failed; the others' results are saved)."
 )
+
+
+class UsageError(PatternscopeError):
+    """A command line the parser cannot read (an unknown option, a value of the wrong type, a missing one)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line: raised as :class:`UsageError` (the command line prints it
+    and exits with 2) instead of the usage text and ``sys.exit``; its sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``patternscope`` parser: one sub-command per registered command."""
-    parser = argparse.ArgumentParser(prog="patternscope", description=DESCRIPTION, epilog=EPILOG)
+    parser = Parser(prog="patternscope", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"patternscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, Any] = {}
@@ -107,12 +126,36 @@ def _add_flag(parser: Any, name: str, flag: Flag, default: Any, annotation: Any)
     parser.add_argument(option, **kwargs)
 
 
-def _value_type(annotation: Any) -> type | None:
-    """``int`` or ``float`` for fields of those types (optional or not); None for text."""
+def _value_type(annotation: Any) -> Callable[[str], Any] | None:
+    """The converter of fields of type ``int`` or ``float`` (optional or not): :func:`whole_number`,
+    :func:`finite_number`; None for text."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation = args[0] if len(args) == 1 else None
-    return annotation if annotation in (int, float) else None
+    return {int: whole_number, float: finite_number}.get(annotation)
+
+
+INT_LIMIT = 2**63  # an integer option beyond ±2**63 cannot reach torch or numpy (an overflow deep in a run)
+
+
+def finite_number(text: str) -> float:
+    """A float option's value: refuses ``nan`` and ``inf`` (no option means them; they would fail deep in a run,
+    or never end it) with one line naming the value."""
+    value = float(text)  # ValueError: argparse's "invalid float value: 'x'"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """An int option's value, within ±2**63."""
+    value = int(text)  # ValueError: argparse's "invalid int value: 'x'"
+    if not -INT_LIMIT <= value < INT_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (the limit is ±2**63)")
+    return value
+
+
+finite_number.__name__, whole_number.__name__ = "float", "int"  # what argparse names in its messages
 
 
 def command_parsers(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> dict[str, argparse.ArgumentParser]:

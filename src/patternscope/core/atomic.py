@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .run_id import RUN_ID_KEY, run_id_for
+
 
 def _default_mode() -> int:
     mask = os.umask(0)
@@ -53,9 +55,23 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Any]) ->
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented, strict JSON, atomically: tensors and arrays become lists, paths strings,
     and a non-finite number (an infinite anomaly index, a NaN) is written as ``null``, which every JSON
-    reader accepts (Python's ``Infinity``/``NaN`` are not JSON)."""
+    reader accepts (Python's ``Infinity``/``NaN`` are not JSON).
+
+    A JSON object written inside a run folder this process is writing gets the run's ``"run_id"``
+    (:mod:`~patternscope.core.run_id`; an id already in ``data`` is replaced)."""
+    data = with_run_id(path, data)
     text = json.dumps(strict_json(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
     return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def with_run_id(path: str | os.PathLike[str], data: Any) -> Any:
+    """``data`` with the ``run_id`` of the run folder holding ``path`` first (a dict; anything else and a file
+    outside a run folder as they are). Readers of records read back field for field (a scan class's
+    ``row.json``, ``scan_config.json``) drop the key."""
+    run_id = run_id_for(path)
+    if run_id is None or not isinstance(data, dict):
+        return data
+    return {RUN_ID_KEY: run_id, **{k: v for k, v in data.items() if k != RUN_ID_KEY}}
 
 
 def strict_json(obj: Any) -> Any:

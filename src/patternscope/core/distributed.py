@@ -14,14 +14,24 @@ process on the whole batch, up to float rounding. Rank 0 alone writes files.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 
-from ..errors import PatternscopeError
+from ..errors import LostProcessError, PatternscopeError
+
+# how long a collective waits for a process that stopped answering (hung, or its machine gone) before this one
+# gives up; a process that dies closes its connections, and the others notice within a second
+TIMEOUT_ENV = "PATTERNSCOPE_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800.0
+LOST_GRACE_S = 2.0  # how long the survivors wait for each other to answer "still here" after a failure
 
 T = TypeVar("T")
 
@@ -82,9 +92,90 @@ def init(device: str = "auto") -> tuple[DistContext, str]:
     else:
         device = "cpu"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if wants_cuda else "gloo")
+        dist.init_process_group("nccl" if wants_cuda else "gloo", timeout=timedelta(seconds=timeout_s()))
     _CURRENT = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
+    _stop_on_sigterm()
     return _CURRENT, device
+
+
+def timeout_s() -> float:
+    """Seconds a collective waits for an unresponsive process (``$PATTERNSCOPE_DIST_TIMEOUT``, default 1800)."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise PatternscopeError(f"${TIMEOUT_ENV} must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+_IDENTIFYING = [False]  # True while the survivors of a failure find out who is missing
+
+
+def _stop_on_sigterm() -> None:
+    """torchrun stops the other processes with SIGTERM when one fails (or when it is itself told to stop):
+    the survivors call the roll; a rank that does not answer makes it a :class:`LostProcessError` naming it,
+    otherwise a KeyboardInterrupt (a checkpoint is saved). Ignored while this process already calls the roll."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        if _IDENTIFYING[0]:
+            return
+        lost = lost_ranks(_CURRENT)
+        if lost:
+            raise LostProcessError(
+                f"lost contact with {_who(lost, _CURRENT)} (torchrun is stopping the group); "
+                f"this process (rank {_CURRENT.rank}) stops"
+            )
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave the default
+        signal.signal(signal.SIGTERM, handler)
+
+
+def lost_ranks(ctx: DistContext, grace: float = LOST_GRACE_S) -> list[int] | None:
+    """After a failed collective: the ranks that do not answer "still here" within ``grace`` seconds, found
+    through torchrun's key-value store (which outlives the processes); None when the store cannot be reached."""
+    import torch.distributed as dist
+
+    _IDENTIFYING[0] = True
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        prefix = "patternscope/still-here/"
+        store.set(f"{prefix}{ctx.rank}", "1")
+        deadline = time.monotonic() + grace
+        missing = list(range(ctx.world_size))
+        while missing and time.monotonic() < deadline:
+            missing = [r for r in missing if not store.check([f"{prefix}{r}"])]
+            if missing:
+                time.sleep(0.05)
+        return missing
+    except Exception:  # the store went with the failure: nobody can be named
+        return None
+    finally:
+        _IDENTIFYING[0] = False
+
+
+def _who(lost: list[int] | None, ctx: DistContext) -> str:
+    if lost:
+        return f"rank {', '.join(map(str, lost))} of {ctx.world_size}"
+    return f"another of the {ctx.world_size} processes"
+
+
+@contextlib.contextmanager
+def _collective(ctx: DistContext, what: str) -> Iterator[None]:
+    """Turn a failed collective (a process died or timed out) into one :class:`LostProcessError` naming the
+    lost ranks."""
+    try:
+        yield
+    except RuntimeError as exc:  # gloo/NCCL report a lost peer or a timeout as RuntimeError subclasses
+        who = _who(lost_ranks(ctx), ctx)
+        reason = " ".join(str(exc).split()).split("] ", 1)[-1].split(". ", 1)[0][:160]
+        raise LostProcessError(
+            f"lost contact with {who} during {what} ({reason}); this process (rank {ctx.rank}) stops"
+        ) from None
 
 
 def shutdown() -> None:
@@ -127,7 +218,8 @@ def all_reduce_grads(tensors: Iterable[torch.Tensor], weight: float, ctx: DistCo
         if t.grad is None:
             t.grad = torch.zeros_like(t)
         t.grad.mul_(weight)
-        dist.all_reduce(t.grad)
+        with _collective(ctx, "the gradient exchange"):
+            dist.all_reduce(t.grad)
 
 
 def all_reduce_sum(value: float, ctx: DistContext, device: torch.device | str = "cpu") -> float:
@@ -137,7 +229,8 @@ def all_reduce_sum(value: float, ctx: DistContext, device: torch.device | str = 
     import torch.distributed as dist
 
     buf = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(buf)
+    with _collective(ctx, "a sum over processes"):
+        dist.all_reduce(buf)
     return float(buf.item())
 
 
@@ -145,7 +238,8 @@ def barrier(ctx: DistContext) -> None:
     if ctx.active:
         import torch.distributed as dist
 
-        dist.barrier()
+        with _collective(ctx, "a wait for every process"):
+            dist.barrier()
 
 
 def run_everywhere(fn: Callable[[], T], ctx: DistContext) -> T:
@@ -157,10 +251,13 @@ def run_everywhere(fn: Callable[[], T], ctx: DistContext) -> T:
     result, failure = None, None
     try:
         result = fn()
+    except LostProcessError:  # the group is broken: nothing more can be exchanged
+        raise
     except PatternscopeError as exc:
         failure = exc
     boxes: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(boxes, None if failure is None else (type(failure), str(failure)))
+    with _collective(ctx, "a wait for every process"):
+        dist.all_gather_object(boxes, None if failure is None else (type(failure), str(failure)))
     if failure is not None:
         raise failure
     for box in boxes:
@@ -180,10 +277,13 @@ def on_main(fn: Callable[[], T], ctx: DistContext) -> T | None:
     if ctx.is_main:
         try:
             result = fn()
+        except LostProcessError:
+            raise
         except PatternscopeError as exc:
             failure = exc
     box = [None if failure is None else (type(failure), str(failure))]
-    dist.broadcast_object_list(box, src=0)
+    with _collective(ctx, "a wait for rank 0"):
+        dist.broadcast_object_list(box, src=0)
     if box[0] is not None:
         if failure is not None:
             raise failure
@@ -200,8 +300,10 @@ __all__ = [
     "current",
     "init",
     "launched_by_torchrun",
+    "lost_ranks",
     "on_main",
     "run_everywhere",
     "shard",
     "shutdown",
+    "timeout_s",
 ]

@@ -3,13 +3,15 @@
 All metrics are computed on clip(x + δ, 0, 1), a valid image. Definitions (Ye et al. 2021, plus ours):
 
 - **fooling ratio**: share of images with argmax f(x + δ) != argmax f(x) (no labels needed);
-- **accuracy** top-1/3/5, clean and perturbed, when labels exist; **attack success** on the images
-  the model classified correctly;
+- **accuracy** top-1/3/5, clean and perturbed, when labels exist; **attack success** top-1/3/5: of
+  the images whose label is in the clean top-k, the share whose label leaves the perturbed top-k;
 - **dominance ratio** (top-k): share of all predictions that fall in the k most frequent predicted
   classes, for perturbed and clean predictions, and whether δ's own class argmax f(δ) is among them;
 - **agreement** (ours): share of images with argmax f(x + δ) == argmax f(δ);
 - **random baselines**: the fooling ratio of random noise of the same norm (uniform in the ball, and
   ±eps signs for L∞), reported next to every fooling ratio.
+- **perceptibility**: PSNR and SSIM of clip(x + δ) vs x, δ's L∞ and L2 norms, the share of δ at the
+  budget and of x + δ clipped (:mod:`~patternscope.core.perceptibility`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..runtime import release_free_memory
 from .classifier import Classifier
 from .models import on_device
 from .patterns import Pattern
+from .perceptibility import PerceptibilityMeter, perceptibility
 from .predict import Predictions, predict
 
 TOPK = (1, 3, 5)
@@ -52,6 +55,20 @@ def topk_accuracy(topk: torch.Tensor, labels: torch.Tensor, k: int) -> float:
         return float("nan")
     hits = (topk[mask, :k] == labels[mask, None]).any(dim=1)
     return float(hits.float().mean())
+
+
+def _in_topk(topk: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Per image: labelled (label >= 0) and the label among the first ``k`` columns of ``topk``."""
+    return (labels >= 0) & (topk[:, :k] == labels[:, None]).any(dim=1)
+
+
+def topk_attack_success(clean_topk: torch.Tensor, perturbed_topk: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Attack success top-``k`` (the authors' top-1/3/5): of the images whose label is in the clean top
+    ``k``, the share whose label is no longer in the perturbed top ``k`` (NaN when there are none)."""
+    hit = _in_topk(clean_topk, labels, k)
+    if not hit.any():
+        return float("nan")
+    return float((~_in_topk(perturbed_topk[hit], labels[hit], k)).float().mean())
 
 
 def top_classes(pred: torch.Tensor, k: int) -> list[int]:
@@ -99,17 +116,19 @@ def wilson_interval(share: float, n: int, z: float = 1.96) -> list[float]:
 
 def random_like(pattern: Pattern, kind: str, seed: int = 0) -> torch.Tensor:
     """Random noise of the pattern's norm and budget: ``uniform`` in the ball, or ``sign`` (±eps, L∞;
-    for L2 a random ±1 pattern scaled to norm eps)."""
+    for L2 a random ±1 pattern scaled to norm eps). eps is the larger of the declared budget and the
+    pattern's measured norm, so a pattern over its budget is compared with noise as large as it is."""
     gen = torch.Generator().manual_seed(seed)
     shape = pattern.shape
+    eps = max(pattern.eps, pattern.size())
     if kind == "uniform":
         if pattern.norm == "linf":
-            return (torch.rand(shape, generator=gen) * 2 - 1) * pattern.eps
+            return (torch.rand(shape, generator=gen) * 2 - 1) * eps
         direction = torch.randn(shape, generator=gen)
-        return direction / direction.norm() * pattern.eps
+        return direction / direction.norm() * eps
     if kind == "sign":
         signs = torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
-        return signs * pattern.eps if pattern.norm == "linf" else signs / signs.norm() * pattern.eps
+        return signs * eps if pattern.norm == "linf" else signs / signs.norm() * eps
     raise ValueError(f"kind must be uniform or sign, got {kind!r}")
 
 
@@ -142,6 +161,7 @@ class Evaluation:
     skipped_images: int = 0
     skipped_names: list[str] = field(default_factory=list)
     intervals: dict[str, list[float]] = field(default_factory=dict)
+    perceptibility: dict[str, Any] = field(default_factory=dict)
     details: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +183,7 @@ class Collected:
     examples: list[torch.Tensor] = field(default_factory=list)
     example_index: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    meter: PerceptibilityMeter | None = None
 
     @classmethod
     def empty(cls, names: Sequence[str], capacity: int, k: int) -> Collected:
@@ -192,6 +213,7 @@ def stream_predictions(
     examples: int = 0,
     progress: bool = False,
     desc: str = "evaluate",
+    perceive: str | None = None,
 ) -> Collected:
     """Predictions of ``model`` on clip(x + delta, 0, 1) for every named delta (``None``: x itself), the
     images read once and streamed: memory is O(batch_size x workers) plus a few numbers per crop
@@ -199,13 +221,17 @@ def stream_predictions(
 
     ``images``: an ImageSet (``views`` crops per image, decoded by ``workers`` processes; undecodable
     images skipped with a warning) or an N x C x H x W tensor in [0,1] with optional ``labels``.
-    ``examples``: crops kept (spread evenly) for figures. Raises :class:`DataError` when no image decodes.
+    ``examples``: crops kept (spread evenly) for figures. ``perceive``: the name of a delta whose
+    perceptibility (PSNR, SSIM, clipped share) is measured on the first crops (``Collected.meter``).
+    Raises :class:`DataError` when no image decodes.
     """
     from tqdm.auto import tqdm
 
     expected = len(images) * views if isinstance(images, ImageSet) else int(images.shape[0])
     wanted = set(_example_order(expected, examples).tolist())
     got = Collected.empty(list(deltas), expected, min(5, model.num_classes))
+    if perceive is not None:
+        got.meter = PerceptibilityMeter()
     batches = 0
     bar = tqdm(total=expected, unit="image", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     try:
@@ -223,6 +249,10 @@ def stream_predictions(
                 got.top5[name][done] = pred.top5
                 got.confidence[name][done] = pred.confidence
             got.label_buffer[done] = y
+            if got.meter is not None and perceive is not None:
+                perceived = deltas[perceive]
+                if perceived is not None:
+                    got.meter.update(x, perceived)
             for j in range(n):
                 if got.count + j in wanted:
                     got.examples.append(x[j].float().cpu().clone())  # not a view that keeps the batch
@@ -284,8 +314,9 @@ def evaluate_pattern(
         workers=workers,
         examples=examples,
         progress=progress,
+        perceive="perturbed",
     )
-    return _summarise(model, pattern, got, confidence, baselines)
+    return _summarise(model, pattern, got, confidence, baselines, views)
 
 
 def _host_batches(
@@ -319,7 +350,7 @@ def _example_order(count: int, n: int = 8) -> torch.Tensor:
 
 
 def _summarise(
-    model: Classifier, pattern: Pattern, got: Collected, confidence: float, baselines: Sequence[str]
+    model: Classifier, pattern: Pattern, got: Collected, confidence: float, baselines: Sequence[str], views: int = 1
 ) -> Evaluation:
     clean = got.predictions("clean")
     pert = got.predictions("perturbed")
@@ -345,6 +376,8 @@ def _summarise(
             "perturbed": {f"top{k}": topk_accuracy(pert.top5, y, k) for k in TOPK},
             "attack_success_on_correct": fooling_ratio(clean.top1[correct], pert.top1[correct]),
             "n_correct": int(correct.sum()),
+            "attack_success": {f"top{k}": topk_attack_success(clean.top5, pert.top5, y, k) for k in TOPK},
+            "n_correct_topk": {f"top{k}": int(_in_topk(clean.top5, y, k).sum()) for k in TOPK},
         }
 
     random: dict[str, dict[str, float]] = {}
@@ -373,6 +406,10 @@ def _summarise(
         "agreement": wilson_interval(agree, n),
         "agreement_confident": wilson_interval(agree_confident, n_confident),
     }
+    if views > 1:  # crops of one photo are correlated: the interval as if each photo were one draw
+        photos = max(1, n // views)
+        intervals["fooling_ratio_per_photo"] = wilson_interval(fooled, photos)
+        intervals["agreement_per_photo"] = wilson_interval(agree, photos)
     return Evaluation(
         n_images=n,
         fooling_ratio=fooled,
@@ -391,6 +428,7 @@ def _summarise(
         skipped_images=len(got.skipped),
         skipped_names=got.skipped[:20],
         intervals=intervals,
+        perceptibility=perceptibility(pattern.delta, pattern.eps, pattern.norm, got.meter),
         details={
             "images": example_images,
             "example_index": torch.tensor(got.example_index, dtype=torch.long),

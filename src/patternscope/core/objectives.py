@@ -61,15 +61,42 @@ def _pattern_and_perturbed(delta: torch.Tensor, x: torch.Tensor, clip: bool) -> 
 
 
 def _features_with_class_term(
-    model: Classifier, delta: torch.Tensor, x: torch.Tensor, layer: str | None, clip: bool, dominance: float
+    model: Classifier,
+    delta: torch.Tensor,
+    x: torch.Tensor,
+    layer: str | None,
+    clip: bool,
+    dominance: float,
+    labels: torch.Tensor | None = None,
+    label_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """g(δ), g(x + δ) and the own-class term (:func:`_own_class_term`), from one forward pass."""
-    if not dominance or layer in (None, "", "logits"):
+    """g(δ), g(x + δ) and the terms on the logits (:func:`_own_class_term`, :func:`_true_class_term`),
+    from one forward pass."""
+    use_labels = labels is not None and label_weight > 0
+    if not (dominance or use_labels) or layer in (None, "", "logits"):
         own, perturbed = _pattern_and_perturbed_features(model, delta, x, layer, clip)
-        return own, perturbed, _own_class_term(own, perturbed, dominance)
-    feats, logits = model.features_and_logits(_pattern_and_perturbed(delta, x, clip), layer)
-    feats, logits = feats.flatten(1).float(), logits.float()
-    return feats[:1], feats[1:], _own_class_term(logits[:1], logits[1:], dominance)
+        own_logits, perturbed_logits = own, perturbed
+    else:
+        feats, logits = model.features_and_logits(_pattern_and_perturbed(delta, x, clip), layer)
+        feats, logits = feats.flatten(1).float(), logits.float()
+        own, perturbed, own_logits, perturbed_logits = feats[:1], feats[1:], logits[:1], logits[1:]
+    pull = _own_class_term(own_logits, perturbed_logits, dominance)
+    if use_labels:
+        assert labels is not None
+        pull = pull + _true_class_term(perturbed_logits, labels, label_weight)
+    return own, perturbed, pull
+
+
+def _true_class_term(logits: torch.Tensor, labels: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight`` x the mean over labelled images (label >= 0) of max(z_y - max_{k != y} z_k, 0): pushes
+    the true class's logit below the best other one, and stops once it is (the labelled dominant variant)."""
+    known = labels >= 0
+    if not known.any():
+        return torch.zeros((), device=logits.device)
+    z, y = logits[known], labels[known]
+    true = z.gather(1, y[:, None])[:, 0]
+    other = z.scatter(1, y[:, None], float("-inf")).amax(1)
+    return weight * (true - other).clamp(min=0).mean()
 
 
 def _own_class_term(own: torch.Tensor, perturbed: torch.Tensor, dominance: float) -> torch.Tensor:
@@ -81,8 +108,19 @@ def _own_class_term(own: torch.Tensor, perturbed: torch.Tensor, dominance: float
     return dominance * F.cross_entropy(perturbed, own_class)
 
 
+def _images_and_labels(
+    batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return batch if isinstance(batch, tuple) else (batch, None)
+
+
 def dominant_cosine(
-    model: Classifier, delta: torch.Tensor, layer: str | None = None, clip: bool = False, dominance: float = 0.0
+    model: Classifier,
+    delta: torch.Tensor,
+    layer: str | None = None,
+    clip: bool = False,
+    dominance: float = 0.0,
+    label_weight: float = 0.0,
 ) -> Objective:
     """Ye et al. 2021, "pursuing insensitivity in feature space": mean over x of 1 - cos(g(δ), g(x + δ)).
 
@@ -92,13 +130,17 @@ def dominant_cosine(
     ``dominance`` > 0 adds that weight times the cross-entropy of f(x + δ) towards argmax f(δ), the
     pattern's own class, on the logits whatever ``layer`` is (still label-free): the cosine makes the
     features point the same way, this term makes the outputs agree on the top class.
+    ``label_weight`` > 0 with a batch ``(x, y)`` adds the labelled term of :func:`_true_class_term` (the
+    label-dependent variant, method ``dominant-labelled``).
     """
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance)
+    def fn(batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = _images_and_labels(batch)
+        own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance, y, label_weight)
         return (1 - F.cosine_similarity(own, perturbed, dim=1)).mean() + pull
 
     suffix = f",dominance={dominance:g}" if dominance else ""
+    suffix += f",labels={label_weight:g}" if label_weight else ""
     return Objective(fn, f"dominant_cosine[{layer or 'logits'}{suffix}]")
 
 
@@ -109,6 +151,7 @@ def dominant_kl(
     clip: bool = False,
     dominance: float = 0.0,
     authors: bool = False,
+    label_weight: float = 0.0,
 ) -> Objective:
     """The KL variant of the dominant objective, in one of two directions:
 
@@ -116,19 +159,22 @@ def dominant_kl(
     - ``authors=True`` (loss ``kl-authors``): KL(p(x + δ) || p(δ)) summed over x, what the authors' code
       computes as it runs.
 
-    Gradients flow through both sides. ``dominance`` as in :func:`dominant_cosine`.
+    Gradients flow through both sides. ``dominance`` and ``label_weight`` as in :func:`dominant_cosine`.
     """
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance)
+    def fn(batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = _images_and_labels(batch)
+        own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance, y, label_weight)
         log_own = F.log_softmax(own, dim=1).expand_as(perturbed)
         log_perturbed = F.log_softmax(perturbed, dim=1)
         if authors:  # kl_div(input, target) is KL(target || input): target p(x + δ), summed over the batch
             return F.kl_div(log_own, log_perturbed, reduction="sum", log_target=True) + pull
         return F.kl_div(log_perturbed, log_own, reduction="batchmean", log_target=True) + pull
 
+    name = "kl_authors" if authors else "kl"
     suffix = f",dominance={dominance:g}" if dominance else ""
-    return Objective(fn, f"dominant_{'kl_authors' if authors else 'kl'}[{layer or 'logits'}{suffix}]")
+    suffix += f",labels={label_weight:g}" if label_weight else ""
+    return Objective(fn, f"dominant_{name}[{layer or 'logits'}{suffix}]")
 
 
 def logit_sum(model: Classifier, delta: torch.Tensor) -> Objective:

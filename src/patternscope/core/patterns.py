@@ -5,11 +5,17 @@
 - :class:`ClasswisePattern`: a stamp (a {0,1} mask and colours) that overwrites the pixels it covers.
 
 Both save as ``pattern.safetensors`` (the tensors, with their metadata embedded) + ``pattern.json`` (the
-metadata) + ``pattern.png`` (the pattern made visible), every file written atomically.
+metadata) + ``pattern.png`` (the pattern made visible), every file written atomically. The metadata holds a
+SHA-256 checksum of the tensors (``sha256``), checked on load: a file whose values were changed after it was
+saved is refused (older files have no checksum and load as before). A pattern saved into a run folder carries
+the run's id (``run_id``, :mod:`~patternscope.core.run_id`). :meth:`Pattern.load` also measures
+the pattern's L∞ and L2 norms and refuses one larger than the budget its metadata declares (beyond
+:data:`BUDGET_ATOL` + :data:`BUDGET_RTOL` x eps) unless ``allow_over_budget``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,9 +31,15 @@ from PIL import Image
 from .._version import __version__
 from ..errors import PatternError
 from .atomic import atomic_path, write_json
+from .run_id import RUN_ID_KEY, run_id_for
 
 NORMS = ("linf", "l2")
 FORMAT = "patternscope.pattern/1"  # the metadata format of every pattern file
+CHECKSUM = "sha256"  # the metadata key of the tensors' checksum (see :func:`tensor_checksum`)
+# a pattern is over its budget eps when its norm exceeds eps * (1 + BUDGET_RTOL) + BUDGET_ATOL (pixel units):
+# room for float rounding of a projected pattern, far below any change that matters (1/255 = 0.0039)
+BUDGET_ATOL = 1e-4
+BUDGET_RTOL = 1e-3
 
 
 def parse_eps(value: str | float, norm: str = "linf") -> float:
@@ -79,8 +91,8 @@ class Pattern:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.delta.ndim != 3:
-            raise PatternError(f"a pattern is C x H x W; got shape {tuple(self.delta.shape)}")
+        if self.delta.ndim != 3 or self.delta.numel() == 0:
+            raise PatternError(f"a pattern is C x H x W (none of them 0); got shape {tuple(self.delta.shape)}")
         if self.norm not in NORMS:
             raise PatternError(f"norm must be one of {NORMS}, got {self.norm!r}")
         self.delta = self.delta.detach().float()
@@ -105,6 +117,29 @@ class Pattern:
     def size(self) -> float:
         """The pattern's norm (L∞ or L2, as its budget)."""
         return float(self.delta.abs().max() if self.norm == "linf" else self.delta.norm(p=2))
+
+    @property
+    def measured_linf(self) -> float:
+        """max |δ| (pixel units), measured on the tensor."""
+        return float(self.delta.abs().max()) if self.delta.numel() else 0.0
+
+    @property
+    def measured_l2(self) -> float:
+        """||δ||₂ (pixel units), measured on the tensor."""
+        return float(self.delta.norm(p=2))
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether δ's norm exceeds its declared budget ``eps`` beyond float rounding (:data:`BUDGET_ATOL`,
+        :data:`BUDGET_RTOL`); only :meth:`load` with ``allow_over_budget`` hands out such a pattern."""
+        return bool(self.size() > self.eps * (1 + BUDGET_RTOL) + BUDGET_ATOL)
+
+    def budget_text(self) -> str:
+        """The measured norm beside the declared budget, L∞ in /255 units:
+        ``L∞ 50.0/255 but declares a budget of 10.0/255``."""
+        if self.norm == "linf":
+            return f"L∞ {self.measured_linf * 255:.1f}/255 but declares a budget of {self.eps * 255:.1f}/255"
+        return f"L2 norm {self.measured_l2:.4g} but declares an L2 budget of {self.eps:.4g}"
 
     def check_fits(self, input_size: tuple[int, ...]) -> None:
         """Raise :class:`PatternError` unless the pattern fits a model with ``input_size`` (C, H, W)."""
@@ -132,16 +167,40 @@ class Pattern:
         return _write(Path(folder), "pattern", tensors, self.metadata(), self.visible())
 
     @classmethod
-    def load(cls, path: str | Path) -> Pattern:
-        """Load from a run folder or a ``.safetensors`` file written by :meth:`save`."""
+    def load(cls, path: str | Path, *, allow_over_budget: bool = False) -> Pattern:
+        """Load from a run folder or a ``.safetensors`` file written by :meth:`save`.
+
+        Refused with a :class:`PatternError`: a file whose tensors do not match their checksum, values that are
+        not finite, and a pattern whose L∞ or L2 norm (as its budget's) exceeds the declared ``eps`` beyond
+        float rounding, unless ``allow_over_budget`` (then :attr:`over_budget` is True and every output that
+        measures it says so).
+        """
         p, meta, tensors = _read(
             path, ("delta",), "pattern", " (expected a run folder or a pattern.safetensors file)", "pattern file"
         )
+        if not tensors["delta"].is_floating_point():
+            raise PatternError(
+                f"{str(p)!r} holds its pattern as {tensors['delta'].dtype}, not as floating-point values"
+            )
         if meta.get("kind", "additive") != "additive" or "eps" not in meta:
             raise PatternError(f"{str(p)!r} is not an additive patternscope pattern")
-        known = {"format", "kind", "eps", "norm", "shape"}
+        known = {"format", "kind", "eps", "norm", "shape", CHECKSUM}
         rest = {k: v for k, v in meta.items() if k not in known}
-        return cls(tensors["delta"], float(meta["eps"]), meta.get("norm", "linf"), rest)
+        try:
+            eps = float(meta["eps"])
+        except (TypeError, ValueError):
+            raise PatternError(f"{str(p)!r} declares an unreadable budget eps={meta['eps']!r}") from None
+        if not math.isfinite(eps) or eps <= 0:
+            raise PatternError(f"{str(p)!r} declares the budget eps={meta['eps']!r}; it must be positive")
+        pattern = cls(tensors["delta"], eps, meta.get("norm", "linf"), rest)
+        if not torch.isfinite(pattern.delta).all():
+            raise PatternError(f"{str(p)!r} holds non-finite values (NaN or infinity); it is not a usable pattern")
+        if pattern.over_budget and not allow_over_budget:
+            raise PatternError(
+                f"{str(p)!r} has {pattern.budget_text()}; its values were changed or it was made with another "
+                "budget: pass --allow-over-budget (allow_over_budget=True in Python) to measure it anyway"
+            )
+        return pattern
 
 
 def _header(kind: str, shape: tuple[int, ...], **fields: Any) -> dict[str, Any]:
@@ -156,10 +215,27 @@ def _header(kind: str, shape: tuple[int, ...], **fields: Any) -> dict[str, Any]:
     }
 
 
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of the tensors as stored: for each name in sorted order, the name, a NUL byte, and the
+    tensor's bytes (C order, as saved)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode() + b"\0")
+        digest.update(tensors[name].detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _write(out: Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], visible: torch.Tensor) -> Path:
-    """``NAME.safetensors`` (the tensors, ``meta`` embedded), ``NAME.json`` and ``NAME.png`` in ``out``, atomically."""
+    """``NAME.safetensors`` (the tensors, ``meta`` with their checksum embedded), ``NAME.json`` and ``NAME.png`` in
+    ``out``, atomically. Saved into a run folder, ``meta`` carries the run's id (:mod:`~.run_id`); outside one, none
+    (a pattern loaded from a run and saved elsewhere no longer claims that run)."""
     from safetensors.torch import save_file
 
+    meta = {k: v for k, v in meta.items() if k != RUN_ID_KEY}
+    run_id = run_id_for(out)
+    if run_id is not None:
+        meta[RUN_ID_KEY] = run_id
+    meta = {**meta, CHECKSUM: tensor_checksum(tensors)}
     with atomic_path(out / f"{name}.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"patternscope": json.dumps(meta)})
     write_json(out / f"{name}.json", meta)
@@ -178,7 +254,7 @@ def _read(
 ) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
     """(file, metadata, tensors ``names`` and those of ``optional`` it holds) of the pattern file at ``path`` (a
     folder's ``pattern.safetensors`` or a file), or a :class:`PatternError` naming ``what`` is missing or
-    unreadable."""
+    unreadable, or the file changed after it was saved (its tensors do not match the metadata's checksum)."""
     from safetensors import SafetensorError, safe_open
 
     p = Path(path)
@@ -189,11 +265,24 @@ def _read(
     try:
         with safe_open(str(p), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("patternscope", "{}"))
-            tensors = {k: fh.get_tensor(k) for k in names}
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is not a JSON object")
             held = set(fh.keys())
-            tensors |= {k: fh.get_tensor(k) for k in optional if k in held}
+            missing = [k for k in names if k not in held]
+            if missing:
+                raise ValueError(f"it holds no tensor {missing[0]!r}")
+            everything = {k: fh.get_tensor(k) for k in held}
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
         raise PatternError(f"{str(p)!r} is not a readable {file_kind} ({exc})") from None
+    declared = meta.get(CHECKSUM)
+    if declared is not None:
+        actual = tensor_checksum(everything)
+        if actual != declared:
+            raise PatternError(
+                f"{str(p)!r} was changed after it was saved: checksum {actual[:12]}... != {str(declared)[:12]}... "
+                "recorded in its metadata; use the original file"
+            )
+    tensors = {k: everything[k] for k in names} | {k: everything[k] for k in optional if k in held}
     return p, meta, tensors
 
 
@@ -313,7 +402,9 @@ class ClasswisePattern:
         )
         if meta.get("kind") != "classwise":
             raise PatternError(f"{str(p)!r} is not a class-wise pattern (kind {meta.get('kind')!r})")
-        rest = {k: v for k, v in meta.items() if k not in {"format", "kind", "target", "k", "shape"}}
-        return cls(
-            int(meta["target"]), tensors["mask"], tensors["colours"], tensors["soft_mask"], rest, tensors.get("tie_key")
-        )
+        rest = {k: v for k, v in meta.items() if k not in {"format", "kind", "target", "k", "shape", CHECKSUM}}
+        try:
+            target = int(meta["target"])
+        except (KeyError, TypeError, ValueError):
+            raise PatternError(f"{str(p)!r} names no readable target class ({meta.get('target')!r})") from None
+        return cls(target, tensors["mask"], tensors["colours"], tensors["soft_mask"], rest, tensors.get("tie_key"))

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from ..data.loader import Batch, step_batches, to_device
-from ..errors import RunDirError, SearchDivergedError
+from ..errors import LostProcessError, RunDirError, SearchDivergedError
 from ..runtime import tune_cpu_allocator
 from . import distributed
 from .atomic import atomic_path
@@ -384,6 +384,14 @@ def run_search(
         if ckpt is not None and writer:
             _save_checkpoint(ckpt, snapshot(step))
         raise SearchInterrupted(step, ckpt) from None
+    except LostProcessError as exc:  # mid-step, the ranks may disagree: the last periodic checkpoint is exact
+        kept = (
+            f"the checkpoint of step {load_checkpoint(ckpt)['step']} is kept; run the same torchrun command with "
+            "--resume to continue"
+            if ckpt is not None and ckpt.exists()
+            else "no checkpoint was written yet"
+        )
+        raise LostProcessError(f"{exc} at step {step}; {kept}") from None
     finally:
         bar.close()
         host_batches.close()

@@ -22,6 +22,7 @@ from ..errors import DataError
 from .images import (
     CROP_FRACTION,
     IMAGE_SUFFIXES,
+    MAX_PIXELS,
     crop_views,
     decode_image,
     eval_views,
@@ -169,8 +170,10 @@ def image_folder(path: str | Path) -> ImageSet:
 
     In a tree, a folder named by an integer is that class index; otherwise classes are the sorted folder
     names, indexed from 0. Flat folders have no labels. Files that are not readable images (their header
-    does not open) are skipped with one warning naming them; a file that opens but fails to decode later
-    stops the run with an error naming it.
+    does not open) are skipped with one warning naming them, and so are images over
+    :data:`~patternscope.data.images.MAX_PIXELS` (a decompression-bomb guard: refused from the header, never
+    decoded) and images of no pixels, with the reason; a file that opens but fails to decode later stops the
+    run with an error naming it.
     """
     root = Path(path)
     if not root.exists():
@@ -208,21 +211,35 @@ def _readable(items: list[ImageItem], root: Path) -> list[ImageItem]:
     :data:`HEADER_CHECK` headers are opened (a clear early error for a folder of non-images, and a listing
     of 100,000 files that still starts in seconds); a later file that fails to decode is skipped, with a
     warning, when it is read."""
-    good, bad = [], []
+    good, bad = [], []  # bad: (name, why it is skipped)
     for position, item in enumerate(items):
         if position >= HEADER_CHECK:
             good.append(item)
             continue
         try:
-            with Image.open(item.source):  # type: ignore[arg-type]
-                pass
+            with warnings.catch_warnings():  # PIL's own warning above MAX_PIXELS: the check below says more
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(item.source) as im:  # type: ignore[arg-type]
+                    width, height = im.size
+        except Image.DecompressionBombError:
+            bad.append((item.name, f"over the {MAX_PIXELS:,}-pixel limit (a decompression-bomb guard)"))
+            continue
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            bad.append((item.name, "unreadable"))
+            continue
+        if width * height > MAX_PIXELS:
+            guard = f"over the {MAX_PIXELS:,}-pixel limit (a decompression-bomb guard)"
+            bad.append((item.name, f"{width} x {height} pixels, {guard}"))
+        elif width < 1 or height < 1:
+            bad.append((item.name, f"{width} x {height} pixels: no pixels"))
+        else:
             good.append(item)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            bad.append(item.name)
     if bad and not good:
-        raise DataError(f"none of the {len(bad)} image files in {str(root)!r} can be read (e.g. {bad[0]!r})")
-    for name in bad[:20]:
-        warnings.warn(f"skipped unreadable image file {name!r} in {str(root)!r}", stacklevel=3)
+        name, why = bad[0]
+        raise DataError(f"none of the {len(bad)} image files in {str(root)!r} can be read (e.g. {name!r}: {why})")
+    for name, why in bad[:20]:
+        text = f"unreadable image file {name!r}" if why == "unreadable" else f"image file {name!r} ({why})"
+        warnings.warn(f"skipped {text} in {str(root)!r}", stacklevel=3)
     if len(bad) > 20:
         warnings.warn(f"skipped {len(bad) - 20} more unreadable image files in {str(root)!r}", stacklevel=3)
     return good

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -83,7 +84,10 @@ def decode_image(
 def _opened(path: str | Path, draft_shorter: int | None = None) -> Iterator[Image.Image]:
     """``path`` opened and decoded by PIL, with every failure (and an oversized image) as a DataError."""
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # PIL's own warning above MAX_PIXELS: refused below, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as im:
             if im.width * im.height > MAX_PIXELS:
                 raise DataError(
                     f"image {str(path)!r} is {im.width} x {im.height} pixels, over the {MAX_PIXELS:,}-pixel limit "

@@ -17,7 +17,7 @@ from .dominant import DominantConfig, PaperDominantConfig
 from .feature_fool import FeatureFoolConfig
 from .find import find_pattern
 from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig
-from .registry import METHODS, get_recipe
+from .registry import LABEL_FREE_METHODS, METHODS, get_recipe
 from .sgd_uap import SGDUAPConfig
 from .uap import UAPDeepFoolConfig
 
@@ -33,6 +33,7 @@ def find_dominant_pattern(
 
 
 __all__ = [
+    "LABEL_FREE_METHODS",
     "METHODS",
     "CosUAPConfig",
     "DFUAPConfig",

@@ -56,6 +56,10 @@ class DominantConfig(UAPConfig):
         layer: feature layer for g: ``logits`` or a layer name (``classifier:in`` for the head's input).
         loss: ``cos`` (1 - cosine similarity), ``kl`` (KL(p(δ) || p(x+δ)), batch mean) or ``kl-authors``
             (KL(p(x+δ) || p(δ)), batch sum: the direction and reduction the authors' code runs).
+        labels: the label-dependent variant (method ``dominant-labelled``; needs labelled images): adds
+            ``label_weight`` x mean max(z_y - max_{k != y} z_k, 0) on the logits of x + δ, which pushes
+            each image's true class below its best other class.
+        label_weight: weight of that term (1.0).
     """
 
     steps: int = DEFAULT_STEPS
@@ -63,9 +67,13 @@ class DominantConfig(UAPConfig):
     layer: str = "logits"
     loss: str = "cos"
     dominance: float = DEFAULT_DOMINANCE
+    labels: bool = False
+    label_weight: float = 1.0
 
     def validate(self) -> DominantConfig:
         super().validate()
+        if not 0 <= self.label_weight < float("inf"):
+            raise PatternError(f"label_weight must be a weight >= 0, got {self.label_weight}")
         if self.loss not in LOSSES:
             raise PatternError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not 0 <= self.dominance < float("inf"):
@@ -81,13 +89,30 @@ class PaperDominantConfig(DominantConfig):
     dominance: float = 0.0
 
 
+@dataclass
+class LabelledDominantConfig(DominantConfig):
+    """The label-dependent dominant variant (method ``dominant-labelled``): the default recipe plus a term
+    on each image's true-class logit (see ``labels``); it needs labelled search images."""
+
+    labels: bool = True
+
+
 def dominant_objective(model: Classifier, delta: torch.Tensor, config: DominantConfig) -> Objective:
     layer = None if config.layer in ("", "logits") else config.layer
+    weight = config.label_weight if config.labels else 0.0
     if config.loss == "cos":
-        return dominant_cosine(model, delta, layer=layer, clip=config.clip_during_search, dominance=config.dominance)
+        return dominant_cosine(
+            model, delta, layer=layer, clip=config.clip_during_search, dominance=config.dominance, label_weight=weight
+        )
     authors = config.loss == "kl-authors"
     return dominant_kl(
-        model, delta, layer=layer, clip=config.clip_during_search, dominance=config.dominance, authors=authors
+        model,
+        delta,
+        layer=layer,
+        clip=config.clip_during_search,
+        dominance=config.dominance,
+        authors=authors,
+        label_weight=weight,
     )
 
 
@@ -100,10 +125,18 @@ RECIPE = Recipe(
     step_cost=lambda c: c.batch_size + 1,  # the batch, and δ alone
     batch_mean=True,
     paper_data=("photos",),  # the authors searched on natural proxy images (COCO), never jigsaw
+    labelled=lambda c: c.labels,
 )
 PAPER_RECIPE = replace(
     RECIPE,
     name="dominant-paper",
     title="Dominant patterns, the paper's recipe (Ye et al. 2021)",
     config=PaperDominantConfig,
+)
+LABELLED_RECIPE = replace(
+    RECIPE,
+    name="dominant-labelled",
+    title="Dominant patterns, label-dependent variant",
+    config=LabelledDominantConfig,
+    default_data=("photos",),  # replaced by a labelled --data tree: the bundled photos carry no labels
 )

@@ -12,7 +12,9 @@ METHODS: dict[str, Recipe] = {
     for r in (
         dominant.RECIPE,
         dominant.PAPER_RECIPE,
+        dominant.LABELLED_RECIPE,
         sgd_uap.RECIPE,
+        sgd_uap.LABELLED_RECIPE,
         feature_fool.GD_UAP,
         feature_fool.FFF,
         cos_uap.RECIPE,
@@ -21,6 +23,10 @@ METHODS: dict[str, Recipe] = {
         uap.RECIPE,
     )
 }
+
+# what `compare` and `harden` run by default: every method that needs no labels (the labelled variants,
+# dominant-labelled and sgd-uap-labelled, are opt-in: they need an ImageFolder tree as search data)
+LABEL_FREE_METHODS: tuple[str, ...] = tuple(name for name, r in METHODS.items() if not r.labelled(r.config()))
 
 
 def get_recipe(name: str) -> Recipe:

@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -45,6 +45,13 @@ class SGDUAPConfig(UAPConfig):
         return self
 
 
+@dataclass
+class LabelledSGDUAPConfig(SGDUAPConfig):
+    """SGD-UAP on the images' labels (method ``sgd-uap-labelled``; needs labelled search images)."""
+
+    labels: bool = True
+
+
 def objective(model: Classifier, delta: torch.Tensor, config: SGDUAPConfig) -> Objective:
     return clamped_cross_entropy(model, delta, config.beta, clip=config.clip_during_search)
 
@@ -58,4 +65,7 @@ RECIPE = Recipe(
     step_cost=lambda c: c.batch_size * (1 if c.labels else 4 / 3),  # + clean forward when label-free
     labelled=lambda c: c.labels,
     batch_mean=True,
+)
+LABELLED_RECIPE = replace(
+    RECIPE, name="sgd-uap-labelled", title="SGD-UAP on labels (Shafahi et al. 2020)", config=LabelledSGDUAPConfig
 )

@@ -43,7 +43,7 @@ def dominant_sections(path: Path, figs: Path, prefix: str = "", show_model: bool
     body = ""
     pattern_file = path / "pattern.safetensors"
     if pattern_file.is_file():
-        pattern = Pattern.load(pattern_file)
+        pattern = Pattern.load(pattern_file, allow_over_budget=True)  # shown as it is; metrics say if over
         name = pattern.meta.get("title") or pattern.meta.get("method") or "pattern"
         views = figures.pattern_views(figs / f"{prefix}pattern_views.png", pattern.delta, pattern.eps, str(name))
         body += figure(
@@ -76,6 +76,12 @@ def dominant_sections(path: Path, figs: Path, prefix: str = "", show_model: bool
             "A dominant pattern piles the predictions onto few classes, whatever the image.",
         )
     )
+    seen = ev.get("perceptibility") or {}
+    if seen:  # runs before 0.4 have none
+        out.append(section(f"{prefix}perceptibility", "How visible it is", perceptibility_body(seen, metrics)))
+    layers = read_json(path / "layers.json")
+    if layers.get("blocks"):
+        out.append(section(f"{prefix}layers", "Where the pattern takes over", layers_body(layers, path / "layers.png")))
     history = read_json(path / "history.json").get("loss") or []
     if history:
         curve = figures.loss_curve(figs / f"{prefix}search_loss.png", history, "pattern search loss (lower is better)")
@@ -90,17 +96,62 @@ def dominant_sections(path: Path, figs: Path, prefix: str = "", show_model: bool
         ["agreement with f(δ)", ev["agreement"]],
         ["pattern size (norm)", ev["pattern_norm"]],
     ]
-    for key, label in (("fooling_ratio", "fooling ratio"), ("agreement", "agreement")):
-        low, high = ev.get("intervals", {}).get(key, (None, None))  # runs before 0.3 have no intervals
-        if low is not None:
-            rows.append([f"{label}: Wilson 95% interval (views taken as independent)", f"{pct(low)} to {pct(high)}"])
+    n_all, n_conf = ev["n_images"], ev["n_confident"]
+    n_views = (metrics.get("eval_data") or {}).get("views") or 1
+    labels = {
+        "fooling_ratio": f"fooling ratio (n={n_all}, views taken as independent)",
+        "fooling_ratio_confident": f"fooling ratio, confident (n={n_conf})",
+        "agreement": f"agreement (n={n_all})",
+        "agreement_confident": f"agreement, confident (n={n_conf})",
+        "fooling_ratio_per_photo": f"fooling ratio, per photo (n={n_all // n_views} photos, views as one draw)",
+        "agreement_per_photo": f"agreement, per photo (n={n_all // n_views} photos)",
+    }
+    for key, (low, high) in (ev.get("intervals") or {}).items():  # runs before 0.3 have no intervals
+        rows.append([f"{labels.get(key, key)}: Wilson 95% interval", f"{pct(low)} to {pct(high)}"])
     if acc:
         rows += [[f"accuracy {k} clean", v] for k, v in acc["clean"].items()]
         rows += [[f"accuracy {k} with pattern", v] for k, v in acc["perturbed"].items()]
         rows.append(["attack success on correctly classified", acc["attack_success_on_correct"]])
+        for k, v in (acc.get("attack_success") or {}).items():
+            rows.append([f"attack success {k} (label left the {k})", v])
     extra = {k: v for k, v in metrics.items() if k in ("model", "pattern", "eval_data", "search")}
     out.append(section(f"{prefix}metrics", "All metrics", table(["metric", "value"], rows) + key_values(extra)))
     return out
+
+
+def perceptibility_body(seen: dict, metrics: dict) -> str:
+    """Cards and a table of PSNR, SSIM, norms and saturation (``metrics.json``'s ``perceptibility``)."""
+    eps = (metrics.get("pattern") or {}).get("eps")
+    items = []
+    if "psnr_db" in seen:
+        items += [
+            ("PSNR of x+δ vs x", f"{seen['psnr_db']:.1f} dB", ""),
+            ("SSIM of x+δ vs x", f"{seen['ssim']:.3f}", ""),
+        ]
+    items.append(("L∞ norm (/255)", f"{seen['linf'] * 255:.2f}" + (f" of {eps * 255:.2f}" if eps else ""), ""))
+    items.append(("L2 norm (pixel units)", f"{seen['l2']:.2f}", ""))
+    rows = [[k.replace("_", " "), v] for k, v in seen.items()]
+    note = (
+        f"PSNR and SSIM on the first {seen.get('n_images', 0)} evaluation crops (torchmetrics; data range 1). "
+        "Saturated share: values of δ at the budget; clipped share: values of x+δ cut to [0,1]."
+    )
+    return cards(items) + table(["measure", "value"], rows) + f"<p>{esc(note)}</p>"
+
+
+def layers_body(layers: dict, png: Path) -> str:
+    """The layer-takeover figure and a one-line summary per curve (``layers.json``)."""
+    lines = []
+    for c in layers["curves"]:
+        where = c["takeover"]
+        text = f"from block {where} on" if where else "at no block"
+        lines.append([c["name"], text, c["follows_delta"][-1], c["follows_x"][-1]])
+    caption = (
+        "Solid: cos(g(x+δ), g(δ)), the features follow the pattern; dashed: cos(g(x+δ), g(x)), they follow "
+        f"the image; per block, mean over {layers['n_images']} images. The shaded block: where the pattern takes over."
+    )
+    body = figure(png, caption) if png.is_file() else ""
+    headers = ["perturbation", "features follow δ more than x", "logits: follows δ", "logits: follows x"]
+    return body + table(headers, lines)
 
 
 def build(run: RunFolder) -> Page:

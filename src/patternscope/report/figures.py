@@ -95,6 +95,47 @@ def loss_curve(path: str | Path, history: Sequence[float], title: str = "search 
     return _save(fig, path)
 
 
+def layer_curves(path: str | Path, blocks: Sequence[str], curves: Sequence[dict[str, Any]], title: str) -> Path:
+    """Per block, cos(g(x+δ), g(δ)) (solid) and cos(g(x+δ), g(x)) (dashed) for each curve
+    (``{"name", "follows_delta", "follows_x", "takeover_index"}``), with the takeover block marked."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(blocks) + 2), 3.6))
+    xs = list(range(len(blocks)))
+    for i, curve in enumerate(curves):
+        colour = f"C{i}"
+        ax.plot(xs, curve["follows_delta"], color=colour, linewidth=1.6, label=f"{curve['name']}: follows δ")
+        ax.plot(
+            xs, curve["follows_x"], color=colour, linewidth=1.2, linestyle="--", label=f"{curve['name']}: follows x"
+        )
+        t = curve.get("takeover_index")
+        if t is not None:
+            ax.axvline(t, color=colour, alpha=0.35, linewidth=4)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([_short(b, 14) for b in blocks], rotation=70, fontsize=7)
+    ax.set_ylabel("mean cosine")
+    ax.set_ylim(-0.05, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def grouped_bars(path: str | Path, groups: Sequence[str], series: dict[str, Sequence[float]], title: str) -> Path:
+    """Bars per group (x axis) for each named series, side by side, with a line at 1."""
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2.5, 3.6))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))], values, width=width, label=name)
+    ax.axhline(1.0, color=GREY, linewidth=0.8)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g.replace("_", " ") for g in groups])
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     """Write ``fig`` as a 110-dpi PNG at ``path`` atomically and close it."""
     with atomic_path(path) as tmp:

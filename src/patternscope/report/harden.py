@@ -96,7 +96,7 @@ def build(run: RunFolder) -> Page:
                 seed = r.get(f"{stage}_seed")
                 f = path / stage / f"seed_{seed}" / r["method"] / "pattern.safetensors"
                 if seed is not None and f.is_file():
-                    deltas.append(Pattern.load(f).delta)
+                    deltas.append(Pattern.load(f, allow_over_budget=True).delta)
                     labels.append(f"{r['method']} {stage}")
         if deltas:
             strip = figures.pattern_strip(figs / "patterns.png", deltas, labels, "Strongest pattern of each method")

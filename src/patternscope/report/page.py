@@ -32,21 +32,31 @@ def _no_subreport(_folder: Path) -> Path | None:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """The folder a report describes: ``path``, where report figures go (``figures``), and ``subreport``,
+    """The folder a report describes: ``path``, where report figures go (``figures``), ``subreport``,
     which writes the report of a sub-folder (a run inside this run) and returns its path, or None when
-    that folder holds no finished run."""
+    that folder holds no finished run, and ``run_id``, the id its files carry (None: none recorded)."""
 
     path: Path
     figures: Path
     subreport: Callable[[Path], Path | None] = _no_subreport
+    run_id: str | None = None
 
 
 Builder = Callable[[RunFolder], Page]
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON result file's content, or {} when the file is not there."""
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A JSON result file's content, or {} when the file is not there; a :class:`~patternscope.errors.RunDirError`
+    when it is damaged (not UTF-8 JSON, or not a JSON object)."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise RunDirError(f"{str(path)!r} is damaged: it is not readable JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RunDirError(f"{str(path)!r} is damaged: it holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def model_line(model: dict[str, Any] | None) -> str:
@@ -62,12 +72,13 @@ def render(run: RunFolder, build: Builder) -> Path:
     run.figures.mkdir(exist_ok=True)
     try:
         title, sections = build(run)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, ArithmeticError) as exc:
         raise RunDirError(
             f"cannot build a report from {str(run.path)!r}: a result file is damaged or incomplete ({exc})"
         ) from None
     subtitle = [
         f"run folder: {run.path.resolve()}",
+        f"run id: {run.run_id or 'not recorded (made before run ids)'}",
         f"made by patternscope {__version__} on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
     config = read_json(run.path / "config.json")

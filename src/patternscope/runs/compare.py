@@ -29,11 +29,12 @@ from ..core.configs import config_from
 from ..core.metrics import evaluate_pattern
 from ..core.models import resolve_device
 from ..core.patterns import Pattern, parse_eps
+from ..core.run_id import without_run_id
 from ..data.image_set import ImageSet
 from ..data.sources import open_images
 from ..data.stream import BatchStream
 from ..errors import PatternError, PatternscopeError, RunDirError
-from ..methods import METHODS, UAPConfig, find_pattern, get_recipe
+from ..methods import LABEL_FREE_METHODS, METHODS, UAPConfig, find_pattern, get_recipe
 from ..methods.recipe import DataSpec, Recipe, make_config, make_stream, setting_of, steps_for_budget
 from ..report import compare as compare_report
 from ..report import figures
@@ -111,7 +112,7 @@ class CompareConfig:
             or two of the exact decoding).
     """
 
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(LABEL_FREE_METHODS))
     eps: str | float = "10/255"
     norm: str = "linf"
     budget: float = DEFAULT_BUDGET
@@ -162,6 +163,9 @@ class MethodRow:
     agreement: float | None = None
     fooling_ci: list[float] | None = None
     agreement_ci: list[float] | None = None
+    fooling_ci_per_photo: list[float] | None = None
+    psnr_db: float | None = None
+    ssim: float | None = None
     pattern_class: str | None = None
     seconds: float | None = None
     passes: float | None = None
@@ -246,7 +250,7 @@ def compare_patterns(
         recipe = get_recipe(name)
         folder = root / name if root is not None else None
         if resume and folder is not None and (folder / "row.json").exists():
-            rows.append(MethodRow(**json.loads((folder / "row.json").read_text())))
+            rows.append(MethodRow(**without_run_id(json.loads((folder / "row.json").read_text()))))
             if (folder / "pattern.safetensors").is_file():
                 patterns[name] = Pattern.load(folder)
             log(f"{name}: finished earlier, kept")
@@ -351,6 +355,10 @@ def _run_one(
     row.agreement = ev.agreement
     row.fooling_ci = [round(v, 4) for v in ev.intervals["fooling_ratio"]]
     row.agreement_ci = [round(v, 4) for v in ev.intervals["agreement"]]
+    if "fooling_ratio_per_photo" in ev.intervals:
+        row.fooling_ci_per_photo = [round(v, 4) for v in ev.intervals["fooling_ratio_per_photo"]]
+    row.psnr_db = ev.perceptibility.get("psnr_db")
+    row.ssim = ev.perceptibility.get("ssim")
     row.pattern_class = ev.pattern_class_name
     # a resumed search reports the whole search's seconds; time here covers this process only
     row.seconds = round(outcome.result.seconds if outcome.result.resumed_from is None else seconds, 2)
@@ -420,8 +428,8 @@ class _MethodsFirst(OutputFolder):
     """``--out`` then ``--methods``: what ``compare`` reads before the model options."""
 
     methods: list[str] = option(
-        factory=lambda: list(METHODS),
-        help=f"comma-separated methods (default all: {comma_text(list(METHODS))})",
+        factory=lambda: list(LABEL_FREE_METHODS),
+        help=f"comma-separated methods (default all: {comma_text(list(LABEL_FREE_METHODS))})",
         parse=comma_list,
         text=comma_text,
     )
@@ -528,7 +536,8 @@ def _prepare_compare_dir(out: Path, opts: CompareOptions) -> Path:
         raise RunDirError(
             f"{str(out)!r} already holds a comparison; pass --resume to continue it or --overwrite to start again"
         )
-    path = prepare_run_dir(out, resume=True, overwrite=False, files=())  # writability and free space
+    # writability and free space; --overwrite (below) starts a new run, with a new run id
+    path = prepare_run_dir(out, resume=True, overwrite=False, files=(), keep_run_id=opts.resume)
     if opts.overwrite:
         for name in ("compare.json", "compare.png", "config.json"):
             (path / name).unlink(missing_ok=True)
@@ -541,12 +550,16 @@ def _prepare_compare_dir(out: Path, opts: CompareOptions) -> Path:
     return path
 
 
+def _num(value: float | None, width: int, digits: int) -> str:
+    return f"{value:{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+
 def format_comparison(comparison: Comparison) -> str:
     """The comparison as a plain-text table (ratios to the dominant pattern when it was run)."""
     ref = next((r.fooling_ratio for r in comparison.rows if r.method == "dominant" and r.fooling_ratio), None)
     head = (
         f"{'method':<9} {'setting':<14} {'fool':>6} {'95% CI':>13} {'conf.':>6} {'dom@1':>6} {'agree':>6} "
-        f"{'vs dom':>6} {'passes':>7} {'time s':>7}  data"
+        f"{'vs dom':>6} {'PSNR':>5} {'SSIM':>5} {'passes':>7} {'time s':>7}  data"
     )
     lines = [head, "-" * len(head)]
     for r in comparison.rows:
@@ -557,12 +570,19 @@ def format_comparison(comparison: Comparison) -> str:
         ci = f"[{r.fooling_ci[0]:.3f},{r.fooling_ci[1]:.3f}]" if r.fooling_ci else "-"
         lines.append(
             f"{r.method:<9} {r.setting:<14} {r.fooling_ratio:6.3f} {ci:>13} {r.fooling_ratio_confident:6.3f} "
-            f"{r.dominance_top1:6.3f} {r.agreement:6.3f} {ratio} {r.passes or 0:7.0f} {r.seconds or 0:7.1f}  {r.data}"
+            f"{r.dominance_top1:6.3f} {r.agreement:6.3f} {ratio} {_num(r.psnr_db, 5, 1)} {_num(r.ssim, 5, 3)} "
+            f"{r.passes or 0:7.0f} {r.seconds or 0:7.1f}  {r.data}"
         )
     lines.append(
         f"random ±eps: fooling {comparison.random_sign:.3f} (confident {comparison.random_sign_confident:.3f}); "
         f"{comparison.n_images} images of {comparison.eval_data}; CI: Wilson 95%, views taken as independent"
     )
+    photo = [r for r in comparison.rows if r.fooling_ci_per_photo]
+    if photo:
+        lines.append(
+            "per photo (its views as one draw): "
+            + ", ".join(f"{r.method} [{c[0]:.3f},{c[1]:.3f}]" for r in photo if (c := r.fooling_ci_per_photo))
+        )
     return "\n".join(lines)
 
 

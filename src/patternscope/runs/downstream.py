@@ -15,6 +15,7 @@ from typing import Any
 from .._version import __version__
 from ..analyses.downstream import (
     HEADS,
+    PAPER_SCHEDULE,
     DownstreamConfig,
     DownstreamResult,
     TrainReport,
@@ -27,12 +28,14 @@ from ..core.atomic import write_atomic, write_json
 from ..core.configs import config_from
 from ..core.models import DEFAULT_MODEL, load_state_dict_file, resolve_device
 from ..core.patterns import Pattern
+from ..core.run_id import run_metadata
 from ..data.labelled import open_labelled, stratified_split
 from ..errors import DataError, PatternError
 from ..methods import find_pattern
 from ..report import downstream as downstream_report
 from ..report import figures
 from .command import Command, indented_json
+from .evaluate import ALLOW_OVER_BUDGET_HELP, budget_line, pattern_budget
 from .folders import prepare_run_dir, write_run_config
 from .options import (
     LABELLED_HELP,
@@ -75,23 +78,43 @@ class DownstreamOptions(LabelledDataOptions, ModelOptions, OutputFolder):
         None, help="a fine-tuned downstream state dict to load instead of training", metavar="FILE"
     )
     seed: int = option(_D.seed, help="seed (default {default})")
+    recipe: str = option(
+        "default",
+        help="training schedule: default, or paper (the authors': Adam 1e-3, weight decay 1e-5, 20 epochs, "
+        "lr x0.6 at epochs 4/8/12/16, batch 32, flips and crops; --epochs/--lr/--batch-size given still win)",
+        choices=("default", "paper"),
+    )
     overwrite: bool = option(False, help="replace a downstream run already in --out")
+    allow_over_budget: bool = option(False, help=ALLOW_OVER_BUDGET_HELP)
+
+
+def downstream_config(opts: DownstreamOptions) -> DownstreamConfig:
+    """The training settings of ``opts``: its values, or with ``--recipe paper`` the authors' schedule
+    (:data:`~patternscope.analyses.downstream.PAPER_SCHEDULE`) where the options kept their defaults."""
+    if opts.recipe not in ("default", "paper"):
+        raise PatternError(f"--recipe must be default or paper, got {opts.recipe!r}")
+    if opts.recipe == "default":
+        return config_from(DownstreamConfig, opts)
+    chosen = {k: v for k, v in PAPER_SCHEDULE.items() if not hasattr(opts, k) or getattr(opts, k) == getattr(_D, k)}
+    return config_from(DownstreamConfig, opts, **chosen)
 
 
 @dataclass
 class DownstreamSummary:
-    """A finished downstream run: its folder, the fooling ratios and everything in ``downstream.json``."""
+    """A finished downstream run: its folder, the fooling ratios, everything in ``downstream.json`` and the
+    backbone's pattern it measured."""
 
     out: Path
     result: DownstreamResult
     payload: dict[str, Any]
+    pattern: Pattern | None = None
 
 
 def downstream_run(
     opts: DownstreamOptions, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> DownstreamSummary:
     """Run ``patternscope downstream`` end to end (see the module docstring) and write ``opts.out``."""
-    config = config_from(DownstreamConfig, opts)
+    config = downstream_config(opts)
     if not 0 < opts.holdout < 1:
         raise PatternError(f"--holdout must be between 0 and 1, got {opts.holdout}")
     if opts.own_steps < 0:
@@ -100,7 +123,7 @@ def downstream_run(
         )
     if not opts.pattern:
         raise PatternError("--pattern is required: a run folder or pattern file found on the backbone")
-    pattern = Pattern.load(opts.pattern)
+    pattern = Pattern.load(opts.pattern, allow_over_budget=opts.allow_over_budget)
     if opts.finetuned is not None and not Path(opts.finetuned).is_file():
         raise DataError(f"--finetuned {opts.finetuned!r} does not exist")
     out = prepare_run_dir(
@@ -156,7 +179,11 @@ def downstream_run(
 
     write_atomic(
         out / "downstream_model.safetensors",
-        lambda tmp: save_file({k: v.contiguous().cpu() for k, v in downstream.net.state_dict().items()}, str(tmp)),
+        lambda tmp: save_file(
+            {k: v.contiguous().cpu() for k, v in downstream.net.state_dict().items()},
+            str(tmp),
+            metadata=run_metadata(out),
+        ),
     )
     labels = ["backbone's pattern\n(unchanged)", "random ±ε", "random uniform"]
     values = [result.transferred, result.random_sign, result.random_uniform]
@@ -173,7 +200,11 @@ def downstream_run(
     payload = {
         "patternscope_version": __version__,
         "backbone": backbone.describe(),
-        "pattern": {"path": str(opts.pattern), **{k: pattern.meta.get(k) for k in ("method", "model", "steps")}},
+        "pattern": {
+            "path": str(opts.pattern),
+            **{k: pattern.meta.get(k) for k in ("method", "model", "steps")},
+            **pattern_budget(pattern),
+        },
         "eps": pattern.eps,
         "task": {"data": data.description, "classes": classes, "train_images": len(x), "test_images": len(xt)},
         "config": asdict(config),
@@ -184,7 +215,7 @@ def downstream_run(
     }
     write_json(out / "downstream.json", payload)
     write_run_config(out, COMMAND.name, opts)
-    return DownstreamSummary(out, result, payload)
+    return DownstreamSummary(out, result, payload, pattern)
 
 
 def format_downstream(summary: DownstreamSummary) -> str:
@@ -199,6 +230,9 @@ def format_downstream(summary: DownstreamSummary) -> str:
     if r.own is not None:
         lines.append(f"fooling ratio, own pattern         {r.own:.3f}   (searched on the downstream model)")
     lines.append(f"images: {r.n_images} held-out task images; folder: {summary.out}")
+    line = budget_line(summary.pattern) if summary.pattern is not None else None
+    if line:
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..analyses.canvas_sensitivity import canvas_sensitivity
 from ..analyses.classwise import (
     ClasswiseConfig,
     best_canvases,
@@ -20,11 +21,13 @@ from ..analyses.classwise import (
     smallest_k,
     spread_examples,
 )
+from ..analyses.simplicity import gradient_x_input, pattern_simplicity, saliency_overlap
 from ..core.atomic import write_json
 from ..core.classifier import Classifier
 from ..core.configs import config_from
 from ..core.patterns import ClasswisePattern
 from ..core.predict import predicted_class
+from ..core.run_id import without_run_id
 from ..data.bank import Images
 from ..data.images import read_image, resize_to
 from ..data.labelled import stratified_split
@@ -70,6 +73,10 @@ class ClasswiseOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     )
     learn_canvas: bool = option(_C.learn_canvas, help="also learn the canvas colours (as the scan does)")
     success: float = option(0.9, help="success rate for 'min k' (default {default})")
+    canvases: int = option(
+        1,
+        help="also search from the class's N most confident images and measure how the patterns agree (default 1: off)",
+    )
     seed: int = option(_C.seed, help="seed for the split and batches (default {default})")
     resume: bool = option(False, help="keep finished classes, continue the rest")
     overwrite: bool = option(False, help="replace a run already in --out")
@@ -96,6 +103,8 @@ def find_classwise_run(
         raise DataError("give either --class N or --all-classes")
     if opts.all_classes and opts.canvas:
         raise DataError("--canvas is one image of one class; use it with --class, not --all-classes")
+    if opts.canvases < 1 or (opts.canvases > 1 and opts.canvas):
+        raise DataError("--canvases must be >= 1, and > 1 only without --canvas (the canvases are the class's own)")
     out = prepare_run_dir(
         opts.out, resume=opts.resume, overwrite=opts.overwrite, files=LABELLED_RUN_FILES, stale=LABELLED_STALE
     )
@@ -118,7 +127,7 @@ def find_classwise_run(
     for t in targets:
         folder = out / "classes" / f"{t:03d}" if opts.all_classes else out
         if opts.resume and (folder / "classwise_row.json").is_file():
-            row = json.loads((folder / "classwise_row.json").read_text())
+            row = without_run_id(json.loads((folder / "classwise_row.json").read_text()))
             pattern = ClasswisePattern.load(folder)
             canvas = pattern.colours if not pattern.meta.get("learn_canvas") else torch.zeros(model.input_size)
         else:
@@ -178,6 +187,7 @@ def _one_class(
     hx, hy = other_classes(ex, ey, t)
     k_min, s_min = smallest_k(model, pattern, hx, opts.success)
     names = model.class_names
+    saliency = gradient_x_input(model, canvas, t)
     row = {
         "target": t,
         "name": names[t],
@@ -189,6 +199,8 @@ def _one_class(
         "images": power.images,
         "per_source_class": {names[c]: v for c, v in power.per_class.items()},
         "canvas": canvas_from,
+        "simplicity": pattern_simplicity(pattern),
+        "saliency_overlap": saliency_overlap(saliency, pattern),
         "search": found.summary(),
     }
     pattern.save(folder)
@@ -210,12 +222,29 @@ def _one_class(
             ("canvas", [canvas]),
             ("mask", [pattern.soft_mask.expand_as(canvas)]),
             (f"top-{pattern.k}", [pattern.visible()]),
+            ("saliency (grad x input)", [(saliency / saliency.max().clamp(min=1e-12))[None].expand_as(canvas)]),
         ],
         [""],
         f"class {t} ({names[t]})",
         cell=2.0,
     )
     figures.loss_curve(folder / "loss.png", found.search.history, f"class {t} pattern search loss")
+    if opts.canvases > 1:
+        sens = canvas_sensitivity(
+            model, t, sx, sy, ex, ey, config, n=opts.canvases, max_search_images=opts.max_search_images
+        )
+        row["canvas_sensitivity"] = sens.summary()
+        write_json(folder / "canvases.json", sens.to_dict())
+        figures.image_table(
+            folder / "canvases.png",
+            [
+                (f"canvas {i + 1}: {v:.0%}", [c, p.visible()])
+                for i, (c, p, v) in enumerate(zip(sens.canvas_images, sens.patterns, sens.success, strict=True))
+            ],
+            ["canvas", "pattern"],
+            f"class {t} ({names[t]}): patterns from its {len(sens.canvases)} most confident images (success)",
+            cell=1.6,
+        )
     write_json(folder / "classwise_row.json", row)
     (folder / "checkpoint.pt").unlink(missing_ok=True)
     return row, pattern, canvas
@@ -223,13 +252,25 @@ def _one_class(
 
 def format_classwise(summary: ClasswiseSummary) -> str:
     """One line per class: pattern size, success, clean rate and the smallest k."""
-    head = f"{'class':<18} {'k':>5} {'success':>8} {'clean':>6} {'min k':>6}"
+    head = f"{'class':<18} {'k':>5} {'success':>8} {'clean':>6} {'min k':>6} {'parts':>5} {'edge/px':>7} {'~sal':>5}"
     lines = [head, "-" * len(head)]
     for r in summary.rows:
+        simple = r.get("simplicity") or {}  # rows resumed from before 0.4 have none
         lines.append(
             f"{(str(r['target']) + ' ' + r['name'])[:18]:<18} {r['k']:>5} {r['success']:>8.1%} "
-            f"{r['clean_rate']:>6.1%} {r['smallest_k']:>6}"
+            f"{r['clean_rate']:>6.1%} {r['smallest_k']:>6} {simple.get('components', float('nan')):>5.0f} "
+            f"{simple.get('boundary_ratio', float('nan')):>7.2f} {r.get('saliency_overlap', float('nan')):>5.2f}"
         )
+    lines.append("parts: connected parts of the stamp; edge/px: boundary per pixel; ~sal: IoU with the saliency map")
+    for r in summary.rows:
+        sens = r.get("canvas_sensitivity")
+        if sens:
+            lines.append(
+                f"class {r['target']}: {sens['canvases']} canvases, success {sens['success_min']:.1%}-"
+                f"{sens['success_max']:.1%}, mask IoU {sens['mean_pairwise_iou']:.2f} "
+                f"(chance {sens['chance_iou']:.2f}), "
+                f"centroids {sens['mean_centroid_distance_px']:.1f} px apart"
+            )
     return "\n".join(lines)
 
 

@@ -53,6 +53,8 @@ RUN_FILES = (
     "history.json",
     "examples.png",
     "loss.png",
+    "layers.json",
+    "layers.png",
 )
 DEFAULT_DATA = ("photos", "jigsaw")
 DEFAULT_EVAL = "photos-eval"
@@ -143,6 +145,8 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         """The validated method settings of ``--recipe`` (budget parsed, crop scale and amp converted)."""
         if self.recipe not in RECIPES:
             raise PatternError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if not self.weight_decay >= 0:  # Adam's own ValueError would be a traceback
+            raise PatternError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         kind = PaperDominantConfig if self.recipe == "paper" else DominantConfig
         config = config_from(
             kind,

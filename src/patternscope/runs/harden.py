@@ -36,10 +36,11 @@ from ..core.classifier import Classifier
 from ..core.configs import config_from
 from ..core.metrics import evaluate_pattern
 from ..core.patterns import ClasswisePattern, Pattern, parse_eps
+from ..core.run_id import run_metadata
 from ..data.bank import image_set_of
 from ..data.labelled import stratified_split
 from ..errors import DataError, PatternError, RunDirError
-from ..methods import METHODS, get_recipe
+from ..methods import LABEL_FREE_METHODS, get_recipe
 from ..report import figures
 from ..report import harden as harden_report
 from .command import Command, indented_json
@@ -83,7 +84,7 @@ class HardenOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     )
     holdout: float = option(0.3, help="share of each class held out (default {default})")
     methods: list[str] = option(
-        factory=lambda: list(METHODS),
+        factory=lambda: list(LABEL_FREE_METHODS),
         help="methods searched before and after, comma-separated ('' for none; default all)",
         parse=comma_list,
         text=comma_text,
@@ -284,10 +285,11 @@ def _hardened(
         on_epoch=report,
     )
     state = {k: v.detach().contiguous().cpu() for k, v in result.model.net.state_dict().items()}
-    write_atomic(weights, lambda tmp: save_file(state, str(tmp)))
+    run = run_metadata(out)
+    write_atomic(weights, lambda tmp: save_file(state, str(tmp), metadata=run))
     write_atomic(
         out / "training_patterns.safetensors",
-        lambda tmp: save_file({"patterns": result.patterns.contiguous()}, str(tmp)),
+        lambda tmp: save_file({"patterns": result.patterns.contiguous()}, str(tmp), metadata=run),
     )
     figures.hardening_curve(
         out / "training.png",

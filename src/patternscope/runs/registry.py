@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import compare, downstream, evaluate, find_classwise, find_dominant, harden, models, report, scan, transfer
+from . import (
+    compare,
+    downstream,
+    evaluate,
+    experiment_settings,
+    find_classwise,
+    find_dominant,
+    harden,
+    models,
+    report,
+    scan,
+    transfer,
+)
 from .command import Command
 
 _COMMANDS: tuple[Command, ...] = (
@@ -21,6 +33,7 @@ _COMMANDS: tuple[Command, ...] = (
     models.COMMAND,
     downstream.COMMAND,
     harden.COMMAND,
+    experiment_settings.COMMAND,
     report.COMMAND,
 )
 # `report`'s description names the commands whose folders it can report on, from this table

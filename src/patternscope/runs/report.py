@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.run_id import recorded_run_id
 from ..errors import RunDirError
 from ..report.page import FIGURES_DIR, REPORT_FILE, RunFolder, read_json, render
 from .command import Command
@@ -48,11 +49,56 @@ def command_of_folder(run_dir: str | Path) -> Command:
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` (its figures also as PNG in ``report_figures/``) into the finished run folder
-    ``run_dir``; returns its path. The report of a run made of other runs (``harden``) links theirs."""
+    ``run_dir``; returns its path. The report of a run made of other runs (``harden``) links theirs.
+
+    A folder whose files carry different run ids (:func:`one_run_id`) is refused with a
+    :class:`~patternscope.errors.RunDirError`."""
     path = Path(run_dir)
     command = command_of_folder(path)
     assert command.report is not None
-    return render(RunFolder(path, path / FIGURES_DIR, _subreport), command.report)
+    run_id = one_run_id(path)
+    return render(RunFolder(path, path / FIGURES_DIR, _subreport, run_id), command.report)
+
+
+def one_run_id(run_dir: str | Path) -> str | None:
+    """The run id every output file in ``run_dir`` and its sub-folders carries (JSON results, pattern files; see
+    :mod:`~patternscope.core.run_id`), or None when none carries one (a folder of an earlier release). Files
+    without an id are accepted beside the others; files with two different ids are refused with a
+    :class:`~patternscope.errors.RunDirError` naming one file of each (a folder holding outputs of two runs,
+    e.g. a result copied in from another run).
+
+    Sub-folders belong to the run: ``compare``'s per-method folders, ``scan``'s ``classes/`` and ``references/``
+    (the reference models this scan scanned itself, with its id; a finished scan of another run given as a
+    reference is only read, never copied in), ``harden``'s comparisons and class-wise runs."""
+    root = Path(run_dir)
+    first: tuple[Path, str] | None = None
+    for file in _result_files(root):
+        found = recorded_run_id(file)
+        if found is None:
+            continue
+        if first is None:
+            first = (file, found)
+        elif found != first[1]:
+            a, b = (str(f.relative_to(root)) for f in (first[0], file))
+            raise RunDirError(
+                f"{str(root)!r} holds the outputs of two runs: {a} is from run {first[1]}, {b} from run {found}; "
+                "rerun into a new --out (or with --overwrite) instead of mixing runs in one folder"
+            )
+    return None if first is None else first[1]
+
+
+def _result_files(root: Path) -> list[Path]:
+    """The JSON and safetensors files under ``root`` that may carry a run id, ``config.json`` first (it names
+    the run), hidden files (locks, files being written) and the report's own figures left out."""
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.suffix in (".json", ".safetensors")
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.relative_to(root).parts[0] != FIGURES_DIR
+        and p.is_file()
+    ]
+    return sorted(files, key=lambda p: (p != root / CONFIG_JSON, len(p.relative_to(root).parts), str(p)))
 
 
 def _subreport(folder: Path) -> Path | None:

@@ -32,7 +32,7 @@ from ..errors import DataError
 from ..report import figures
 from ..report import scan as scan_report
 from .command import Command
-from .folders import prepare_run_dir, write_run_config
+from .folders import prepare_run_dir, share_run_id, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
 from .options import (
     LABELLED_HELP,
@@ -134,6 +134,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
         ctx,
     )
     out = Path(opts.out)
+    share_run_id(out, ctx)  # every rank saves its classes' patterns into the run
     model, data = model_and_labelled_data(opts, log)
     if ctx.is_main:
         write_run_config(out, COMMAND.name, opts.run_options(), scan=asdict(config))

@@ -15,10 +15,13 @@ from ..core.classifier import Classifier
 from ..core.models import load_model, resolve_device
 from ..core.patterns import Pattern
 from ..data.sources import open_images
-from ..errors import PatternError
+from ..errors import PatternError, RunDirError
 from ..report import figures
 from ..report import transfer as transfer_report
 from .command import Command, indented_json
+from .evaluate import ALLOW_OVER_BUDGET_HELP, pattern_budget
+from .folders import start_run
+from .lock import lock_run_dir
 from .options import EVAL_VIEWS, PipelineOptions, option, parse_model_kwargs, use_fast_decode
 
 
@@ -44,6 +47,7 @@ class TransferOptions(PipelineOptions):
     seed: int = option(0, help="seed of the random-noise control (default {default})")
     trust_pickle: bool = option(False, help="allow weights files that need full unpickling")
     allow_download: bool = option(False, help="let torchvision/timm download missing weights")
+    allow_over_budget: bool = option(False, help=ALLOW_OVER_BUDGET_HELP)
     batch_size: int = 64
 
 
@@ -55,15 +59,28 @@ def pattern_file(path: str | Path) -> Path:
 
 def transfer_run(opts: TransferOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> Transfer:
     """Measure each saved pattern on each model (``SPEC`` or ``SPEC@WEIGHTS``, loaded one at a time) and,
-    with ``opts.out``, write ``transfer.json`` and ``transfer.png`` there."""
+    with ``opts.out``, write ``transfer.json`` and ``transfer.png`` there (holding the folder's lock).
+
+    A pattern over its declared budget is refused unless ``opts.allow_over_budget``; then its row is named
+    ``... [OVER BUDGET]`` and ``transfer.json``'s ``budgets`` say so."""
     if not opts.patterns or not opts.models:
         raise PatternError("transfer needs at least one --patterns and one --models")
     kwargs = parse_model_kwargs(opts.model_kwargs)
-    loaded = [(str(p), Pattern.load(pattern_file(p))) for p in opts.patterns]
+    loaded = []
+    for path in opts.patterns:
+        pattern = Pattern.load(pattern_file(path), allow_over_budget=opts.allow_over_budget)
+        if pattern.over_budget:
+            log(f"{path}: OVER BUDGET, it has {pattern.budget_text()}")
+        loaded.append((f"{path} [OVER BUDGET]" if pattern.over_budget else str(path), pattern))
     images = open_images(opts.data)
     use_fast_decode([images], opts.fast_decode)
     if opts.out is not None:
-        Path(opts.out).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(opts.out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot write to output folder {opts.out!r}: {exc.strerror or exc}") from None
+        lock_run_dir(opts.out)
+        start_run(Path(opts.out), keep=False)  # transfer.json is rewritten whole: a new run each time
     device = resolve_device(opts.device)
 
     def loader(entry: str) -> Classifier:
@@ -90,7 +107,8 @@ def transfer_run(opts: TransferOptions, *, progress: bool = True, log: Callable[
     )
     if opts.out is not None:
         out = Path(opts.out)
-        write_json(out / "transfer.json", {"patternscope_version": __version__, **result.to_dict()})
+        budgets = [{"pattern": name, **pattern_budget(p)} for name, p in loaded]
+        write_json(out / "transfer.json", {"patternscope_version": __version__, **result.to_dict(), "budgets": budgets})
         labels = [f"{p.meta.get('method', '?')} @ {p.meta.get('model', '?')} ({Path(n).name or n})" for n, p in loaded]
         figures.heatmap(
             out / "transfer.png",
