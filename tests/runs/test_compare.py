@@ -157,7 +157,14 @@ def test_transfer_matrix_matches_the_comparison(comparison, tiny_weights, digit_
     # agreement with the pattern's own class and dominance top-1: the same as compare measured them
     assert result.agreement[0][0] == pytest.approx(rows["dominant"].agreement)
     assert result.dominance_top1[1][0] == pytest.approx(rows["sgd-uap"].dominance_top1)
-    assert json.loads((tmp_path / "transfer.json").read_text())["fooling"] == result.fooling
+    saved = json.loads((tmp_path / "transfer.json").read_text())
+    assert saved["fooling"] == result.fooling
+    # every entry carries its Wilson interval on the n images, the same as compare's
+    assert saved["fooling_ci"][0][0] == pytest.approx(rows["dominant"].fooling_ci, abs=1e-4)
+    assert all(lo <= v <= hi for (lo, hi), v in zip(saved["fooling_ci"][1], result.fooling[1], strict=True))
+    from patternscope.runs.transfer import format_transfer
+
+    assert "Wilson 95% interval" in format_transfer(result)
     assert (tmp_path / "transfer.png").stat().st_size > 1000
 
 

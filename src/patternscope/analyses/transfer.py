@@ -17,7 +17,15 @@ from typing import Any, TypeVar
 import torch
 
 from ..core.classifier import Classifier
-from ..core.metrics import agreement, dominance_ratio, fooling_ratio, pattern_class, random_like, stream_predictions
+from ..core.metrics import (
+    agreement,
+    dominance_ratio,
+    fooling_ratio,
+    pattern_class,
+    random_like,
+    stream_predictions,
+    wilson_interval,
+)
 from ..core.patterns import Pattern
 from ..data.image_set import ImageSet
 from ..data.sources import open_images
@@ -40,9 +48,21 @@ class Transfer:
     eval_data: str
     agreement: list[list[float]] = field(default_factory=list)
     dominance_top1: list[list[float]] = field(default_factory=list)
+    views: int = 1
+
+    def intervals(self, per_photo: bool = False) -> list[list[list[float]]]:
+        """The Wilson 95% interval [low, high] of every fooling ratio (n = :attr:`n_images` crops; with
+        ``per_photo``, n = the photos, each counted once: the bound for correlated views)."""
+        n = max(1, self.n_images // self.views) if per_photo else self.n_images
+        return [[wilson_interval(v, n) for v in row] for row in self.fooling]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["fooling_ci"] = self.intervals()
+        out["random_sign_ci"] = [wilson_interval(v, self.n_images) for v in self.random_sign]
+        if self.views > 1:
+            out["fooling_ci_per_photo"] = self.intervals(per_photo=True)
+        return out
 
 
 def fit_pattern(pattern: Pattern, input_size: Sequence[int]) -> Pattern:
@@ -141,6 +161,7 @@ def transfer_matrix(
         images.description,
         agree,
         dominance,
+        views,
     )
 
 

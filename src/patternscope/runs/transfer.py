@@ -126,12 +126,19 @@ def format_transfer(result: Transfer) -> str:
     """The fooling-ratio matrix as a plain-text table (each entry with its agreement in brackets), with the
     random ±eps row."""
     width = max(len(p) for p in result.patterns) + 2
-    lines = [" " * width + "".join(f"{m[:22]:>24}" for m in result.models)]
+    lines = [" " * width + "".join(f"{m[:34]:>36}" for m in result.models)]
     agreement = result.agreement or [[float("nan")] * len(result.models) for _ in result.patterns]
-    for name, row, agree in zip(result.patterns, result.fooling, agreement, strict=True):
-        cells = "".join(f"{f'{v:.3f} (agree {a:.3f})':>24}" for v, a in zip(row, agree, strict=True))
+    for name, row, agree, cis in zip(result.patterns, result.fooling, agreement, result.intervals(), strict=True):
+        cells = "".join(
+            f"{f'{v:.3f} [{ci[0]:.2f},{ci[1]:.2f}] (agree {a:.3f})':>36}"
+            for v, a, ci in zip(row, agree, cis, strict=True)
+        )
         lines.append(f"{name:<{width}}" + cells)
-    lines.append(f"{'random ±eps':<{width}}" + "".join(f"{v:>24.3f}" for v in result.random_sign))
+    lines.append(f"{'random ±eps':<{width}}" + "".join(f"{v:>36.3f}" for v in result.random_sign))
+    note = f"[ ]: Wilson 95% interval, n = {result.n_images} images"
+    if result.views > 1:
+        note += f" ({result.views} views of each photo, taken as independent; per photo: transfer.json)"
+    lines.append(note)
     return "\n".join(lines)
 
 
