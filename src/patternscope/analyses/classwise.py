@@ -152,6 +152,14 @@ def other_classes(images: Images, labels: torch.Tensor, target: int) -> tuple[Im
     return images[keep], labels[keep]
 
 
+def seeded_subset(n: int, cap: int, seed: int) -> torch.Tensor:
+    """Indices of at most ``cap`` of ``n`` items: all of them, or a random subset drawn with ``seed``, in
+    increasing order."""
+    if n <= cap:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+
+
 # ---------------------------------------------------------------------------------------------------
 # Search and measurement
 

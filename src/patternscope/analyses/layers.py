@@ -146,12 +146,12 @@ def analyze_layers(
         k: (v.delta if isinstance(v, Pattern) else v).to(model.device, torch.float32) for k, v in patterns.items()
     }
     blocks = block_names(model)
-    probe, probe_logits = _block_outputs(model, next(iter(deltas.values()))[None], blocks)
-    # a block that is the head itself gives the logits again: it is listed once, as "logits"
-    blocks = [
-        b for b, out in zip(blocks, probe, strict=True) if out is None or not torch.equal(out, probe_logits.flatten(1))
-    ]
     alone = {k: _block_outputs(model, d[None], blocks) for k, d in deltas.items()}
+    # a block that is the head itself gives the logits again: it is listed once, as "logits"
+    first, first_logits = next(iter(alone.values()))
+    kept = [i for i, out in enumerate(first) if out is None or not torch.equal(out, first_logits.flatten(1))]
+    blocks = [blocks[i] for i in kept]
+    alone = {k: ([outs[i] for i in kept], logits) for k, (outs, logits) in alone.items()}
     sums = {
         k: (torch.zeros(len(blocks) + 1, dtype=torch.float64), torch.zeros(len(blocks) + 1, dtype=torch.float64))
         for k in deltas

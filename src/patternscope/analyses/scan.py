@@ -49,6 +49,7 @@ from .classwise import (
     find_classwise_pattern,
     other_classes,
     predictive_power,
+    seeded_subset,
     smallest_k,
     success_at_k,
 )
@@ -214,12 +215,6 @@ class ScanReport:
         }
 
 
-def _subset(n: int, cap: int, seed: int) -> torch.Tensor:
-    if n <= cap:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
-
-
 def decide(
     rows: list[ClassRow],
     pixels: int,
@@ -378,13 +373,13 @@ def scan_model(
             raise DataError(f"no images of class {t} ({names[t]}) to take a canvas from")
         canvas_i = int(canvases[t])
         ox, _ = other_classes(sx, sy, t)
-        ox = ox[_subset(len(ox), cfg.max_search_images, cfg.seed + t)]
+        ox = ox[seeded_subset(len(ox), cfg.max_search_images, cfg.seed + t)]
         found = find_classwise_pattern(model, t, ox, sx[canvas_i], cfg.classwise(), progress=False)
         hx, hy = other_classes(ex, ey, t)
-        keep = _subset(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)
+        keep = seeded_subset(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)
         hx, hy = hx[keep], hy[keep]
         wx, _ = other_classes(vx, vy, t)
-        wx = wx[_subset(len(wx), cfg.max_eval_images, cfg.seed + 2000 + t)]
+        wx = wx[seeded_subset(len(wx), cfg.max_eval_images, cfg.seed + 2000 + t)]
         power = predictive_power(model, found.pattern, hx, hy)
         k_min, s_min = smallest_k(model, found.pattern, hx, cfg.success)
         pattern = found.pattern.with_k(min(k_min, found.pattern.soft_mask.numel()))

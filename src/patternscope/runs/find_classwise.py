@@ -18,6 +18,7 @@ from ..analyses.classwise import (
     find_classwise_pattern,
     other_classes,
     predictive_power,
+    seeded_subset,
     smallest_k,
     spread_examples,
 )
@@ -175,9 +176,7 @@ def _one_class(
     else:
         canvas, canvas_from = canvas_image, str(opts.canvas)
     ox, _ = other_classes(sx, sy, t)
-    if len(ox) > opts.max_search_images:
-        keep = torch.randperm(len(ox), generator=torch.Generator().manual_seed(opts.seed + t))[: opts.max_search_images]
-        ox = ox[keep.sort().values]
+    ox = ox[seeded_subset(len(ox), opts.max_search_images, opts.seed + t)]
     found = find_classwise_pattern(
         model, t, ox, canvas, config, progress=progress, checkpoint=folder / "checkpoint.pt", resume=opts.resume
     )
