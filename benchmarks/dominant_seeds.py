@@ -41,6 +41,8 @@ VARIANTS: dict[str, dict] = {
     "paper": {"dominance": 0.0},
     "lr0.1+uniform": {"lr": 0.1, "init": "uniform"},
     "lr0.1+uniform+cosine": {"lr": 0.1, "init": "uniform", "lr_schedule": "cosine", "lr_floor": 0.05},
+    # the optional PSP-UAP prior stage: 0.38 of the steps is half of the passes (a PSP-UAP step costs 53.3)
+    "prior0.38": {"prior_share": 0.38},
 }
 
 
@@ -69,7 +71,7 @@ def main() -> None:
     parser.add_argument("--variants", default="all", help=f"comma list of {', '.join(VARIANTS)} or 'all'")
     parser.add_argument("--seeds", default="0,1,2,3")
     parser.add_argument("--budget", type=float, default=3200, help="passes per run (default 3200)")
-    parser.add_argument("--early", type=float, default=0.15, help="share of the budget for the early score")
+    parser.add_argument("--early", type=float, default=0.15, help="share of the budget for the early score (0: none)")
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--out", default="benchmarks/results/dominance/seeds.json")
     args = parser.parse_args()
@@ -84,7 +86,11 @@ def main() -> None:
         for seed in seeds:
             config = DominantConfig(**VARIANTS[name], seed=seed)
             t0 = time.perf_counter()
-            early = find_pattern(model, ["photos", "jigsaw"], config, budget=args.budget * args.early, progress=False)
+            early = None
+            if args.early:
+                early = find_pattern(
+                    model, ["photos", "jigsaw"], config, budget=args.budget * args.early, progress=False
+                )
             full = find_pattern(model, ["photos", "jigsaw"], config, budget=args.budget, progress=False)
             ev = evaluate_pattern(model, full.pattern, tune, views=10)
             row = {
@@ -96,9 +102,12 @@ def main() -> None:
                 "agreement": round(ev.agreement, 3),
                 "random ±eps": round(ev.random_baselines["sign"]["fooling_ratio"], 3),
                 "class": ev.pattern_class,
-                "early proxy agr": round(proxy_agreement(model, early.pattern.delta, holdout), 3),
+                "early proxy agr": None
+                if early is None
+                else round(proxy_agreement(model, early.pattern.delta, holdout), 3),
                 "final proxy agr": round(proxy_agreement(model, full.pattern.delta, holdout), 3),
                 "s": round(time.perf_counter() - t0, 1),
+                "search s": round(full.result.seconds, 1),
             }
             rows.append(row)
             print(table([row], list(row)), flush=True)

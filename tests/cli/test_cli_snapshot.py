@@ -38,6 +38,10 @@ ADDED["scan"] |= {"rule", "fpr", "reference", "no_additive", "additive_steps"}
 # patterns larger than the budget their file declares are refused unless allowed (issue 19)
 for _command in ("evaluate", "transfer", "downstream"):
     ADDED[_command] = ADDED.get(_command, set()) | {"allow_over_budget"}
+# issue 16: NHWC on the CPU by default (measured faster), with a way back; the optional PSP-UAP prior stage
+for _command in ("find dominant", "compare"):
+    ADDED[_command] = ADDED.get(_command, set()) | {"no_channels_last"}
+ADDED["find dominant"] |= {"prior_share"}
 
 
 def describe(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> dict[str, dict]:

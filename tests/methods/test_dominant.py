@@ -173,3 +173,60 @@ def test_true_class_term_by_hand():
     labels = torch.tensor([0, 1, -1])
     # image 0: 3 - 1 = 2; image 1: 2 - 5 < 0 -> 0; image 2 unlabelled: left out
     assert float(_true_class_term(logits, labels, 0.5)) == pytest.approx(0.5 * (2 + 0) / 2)
+
+
+def test_prior_stage_runs_psp_uap_first_then_the_dominant_objective_from_its_pattern(tiny_model, digits):
+    """``prior_share``: the first share of the steps is PSP-UAP's data-free search, the rest the dominant one
+    from that δ; the pattern stays in the budget, records both stages and fools far more than noise."""
+    data = [tensor_set(digits.train_x)]
+    out = find_dominant_pattern(tiny_model, data, eps=EPS, steps=40, prior_share=0.5, progress=False)
+    assert out.pattern.meta["prior_stage"]["method"] == "psp-uap" and out.pattern.meta["prior_stage"]["steps"] == 20
+    assert out.pattern.meta["steps"] == 40 and out.pattern.meta["settings"]["prior_share"] == 0.5
+    assert out.result.steps_done == 20 and len(out.result.history) == 20  # the dominant stage's losses
+    assert out.pattern.delta.abs().max() <= EPS + 1e-6
+    ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x)
+    assert ev.fooling_ratio > 3 * max(ev.random_baselines["sign"]["fooling_ratio"], 0.03)
+    # the second stage starts from the first stage's pattern, not from zeros
+    plain = find_dominant_pattern(tiny_model, data, eps=EPS, steps=20, progress=False)
+    assert not torch.equal(plain.pattern.delta, out.pattern.delta)
+    # an L2 budget has no prior stage (PSP-UAP starts inside the L∞ ball)
+    l2 = find_dominant_pattern(tiny_model, data, eps=3.0, norm="l2", steps=4, prior_share=0.5, progress=False)
+    assert "prior_stage" not in l2.pattern.meta and l2.result.steps_done == 4
+    with pytest.raises(PatternError, match="prior_share"):
+        DominantConfig(prior_share=1.0).validate()
+
+
+def test_prior_stage_budget_counts_both_stages(tiny_model, digits):
+    out = find_pattern(
+        tiny_model, [tensor_set(digits.train_x)], DominantConfig(eps=EPS, batch_size=8, prior_share=0.5), budget=300
+    )
+    assert out.result.passes is not None and 250 < out.result.passes <= 300
+
+
+@pytest.mark.parametrize("stage", ["psp-uap", "dominant"])
+def test_prior_stage_resumes_exactly_from_either_stage(stage, tiny_model, digits, tmp_path, monkeypatch):
+    from patternscope.core.search import SearchInterrupted
+    from patternscope.methods import find as find_module
+
+    kwargs = {"eps": EPS, "batch_size": 8, "steps": 16, "prior_share": 0.5, "progress": False, "seed": 1}
+    data = [tensor_set(digits.train_x)]
+    straight = find_dominant_pattern(tiny_model, data, **kwargs)
+    run_search = find_module.run_search
+
+    def interrupted(*args, **kw):
+        if args[3].desc == stage:
+
+            def stop(step, _loss):
+                if step == 4:
+                    raise KeyboardInterrupt
+
+            kw["on_step"] = stop
+        return run_search(*args, **kw)
+
+    monkeypatch.setattr(find_module, "run_search", interrupted)
+    with pytest.raises(SearchInterrupted):
+        find_dominant_pattern(tiny_model, data, checkpoint=tmp_path / "c.pt", checkpoint_every=3, **kwargs)
+    monkeypatch.undo()
+    assert (tmp_path / "c.prior.pt").exists() and (tmp_path / "c.pt").exists() == (stage == "dominant")
+    resumed = find_dominant_pattern(tiny_model, data, checkpoint=tmp_path / "c.pt", resume=True, **kwargs)
+    assert torch.equal(straight.pattern.delta, resumed.pattern.delta)

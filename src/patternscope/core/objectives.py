@@ -236,8 +236,9 @@ def activation_log_norms(
             inputs = _perturbed(x, delta, clip)
         total = torch.zeros((), device=delta.device)
         for act in model.activations(inputs, layers):
-            flat = act.float().flatten(1)
-            size = flat.norm(dim=1) if kind == "l2" else flat.abs().mean(dim=1)
+            act = act.float()  # reduced over every axis but the batch: no flatten, so NHWC is never copied
+            axes = tuple(range(1, act.dim()))
+            size = torch.linalg.vector_norm(act, dim=axes) if kind == "l2" else act.abs().mean(axes)
             total = total + torch.log(size + 1e-12).mean()
         return -total
 

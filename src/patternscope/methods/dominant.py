@@ -11,11 +11,19 @@ plus, by default, ``dominance`` (1.0) x the cross-entropy of f(x + δ) towards a
 own class: still label-free, it makes the perturbed outputs agree with the pattern on the top class, not
 only point the same way (measured: more agreement at the same fooling ratio; docs: benchmarks).
 
-The rest as in the authors' code: δ starts at zero; Adam, lr 1e-2, weight decay 1e-5, constant lr;
+Optionally a **prior stage** (``prior_share`` > 0): the first share of the steps run PSP-UAP's data-free
+objective (:mod:`.psp_uap`: excite the early conv layers on pseudo-semantic samples of δ + a prior image),
+and the dominant objective continues from that δ on the proxy data. The prior stage gives δ structure that
+already disrupts the features of any image; the dominant stage then turns it towards one class of its own
+(measured on tuning photos: a little more fooling and agreement per pass than the default, but PSP-UAP's
+steps cost more time per pass, so not per second; docs: benchmarks).
+
+The rest as in the authors' code (for the dominant stage, and the whole search with ``prior_share=0``):
+δ starts at zero; Adam, lr 1e-2, weight decay 1e-5, constant lr;
 projection before every forward; batch 32; x + δ is *not* clipped to [0,1] during the search
 (``clip_during_search=True`` clips it); labels are never used. Evaluation always clips.
 :class:`PaperDominantConfig` (method ``dominant-paper``, ``--recipe paper``) is the paper's recipe
-exactly, without the class term.
+exactly, without the class term or the prior stage.
 
 Example::
 
@@ -34,10 +42,12 @@ import torch
 from ..core.classifier import Classifier
 from ..core.objectives import Objective, dominant_cosine, dominant_kl
 from ..errors import PatternError
+from .psp_uap import step_cost as psp_step_cost
 from .recipe import Recipe, UAPConfig
 
 DEFAULT_STEPS = 300  # about 4.5 minutes on 2 CPU cores for EfficientNet-Lite0 at batch 32 (see README)
 DEFAULT_DOMINANCE = 1.0  # measured on held-out photos disjoint from photos-eval (docs: benchmarks)
+DEFAULT_PRIOR_SHARE = 0.0  # opt-in: more fooling and agreement per pass, but not per second (docs: benchmarks)
 
 
 # the dominant objective's losses: 1 - cosine, and the KL in our direction and in the authors' (see dominant_kl)
@@ -60,6 +70,11 @@ class DominantConfig(UAPConfig):
             ``label_weight`` x mean max(z_y - max_{k != y} z_k, 0) on the logits of x + δ, which pushes
             each image's true class below its best other class.
         label_weight: weight of that term (1.0).
+        prior_share: share of ``steps`` (rounded down, at least one) run first with PSP-UAP's data-free
+            objective and settings (:class:`~patternscope.methods.psp_uap.PSPConfig`: Adam lr 0.1, δ from
+            U(-eps, eps), halving when saturated), the dominant search continuing from its δ; 0: none.
+            L∞ budgets only (an L2 search has no prior stage). With a budget, the steps are those the
+            budget pays for at the two stages' mean cost per step.
     """
 
     steps: int = DEFAULT_STEPS
@@ -69,6 +84,7 @@ class DominantConfig(UAPConfig):
     dominance: float = DEFAULT_DOMINANCE
     labels: bool = False
     label_weight: float = 1.0
+    prior_share: float = DEFAULT_PRIOR_SHARE
 
     def validate(self) -> DominantConfig:
         super().validate()
@@ -78,6 +94,8 @@ class DominantConfig(UAPConfig):
             raise PatternError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not 0 <= self.dominance < float("inf"):
             raise PatternError(f"dominance must be a weight >= 0, got {self.dominance}")
+        if not 0 <= self.prior_share < 1:
+            raise PatternError(f"prior_share must be a share of the steps in [0, 1), got {self.prior_share}")
         return self
 
 
@@ -87,6 +105,7 @@ class PaperDominantConfig(DominantConfig):
     pull towards the pattern's class, Adam lr 1e-2, constant rate, δ from zeros, batch 32."""
 
     dominance: float = 0.0
+    prior_share: float = 0.0
 
 
 @dataclass
@@ -116,13 +135,21 @@ def dominant_objective(model: Classifier, delta: torch.Tensor, config: DominantC
     )
 
 
+def step_cost(config: DominantConfig) -> float:
+    """Passes per step: the batch and δ alone; with a prior stage, the steps' mean over both stages."""
+    own = config.batch_size + 1
+    if not config.prior_share or config.norm != "linf":
+        return own
+    return config.prior_share * psp_step_cost(config.batch_size) + (1 - config.prior_share) * own
+
+
 RECIPE = Recipe(
     name="dominant",
     title="Dominant patterns (Ye et al. 2021)",
     config=DominantConfig,
     objective=dominant_objective,
     default_data=("photos", "jigsaw"),
-    step_cost=lambda c: c.batch_size + 1,  # the batch, and δ alone
+    step_cost=step_cost,
     batch_mean=True,
     paper_data=("photos",),  # the authors searched on natural proxy images (COCO), never jigsaw
     labelled=lambda c: c.labels,

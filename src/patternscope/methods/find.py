@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,82 @@ def find_pattern(
         if stream is None:
             raise PatternError(f"{recipe.name} uses no data, so it has no epochs; give steps instead")
         config.steps = stream.steps_for_epochs(epochs, config.batch_size)
+        share = getattr(config, "prior_share", 0.0) if config.norm == "linf" else 0.0
+        if share:  # the epochs are the data stage's; the prior stage comes on top, in its share
+            config.steps += max(1, round(config.steps * share / (1 - share)))
+    run = _Run(dev, checkpoint, checkpoint_every, resume, progress, workers, budget)
+    if getattr(config, "prior_share", 0.0):
+        return _search_from_prior(recipe, config, model, stream, run)
+    return _search(recipe, config, model, stream, run)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How a search runs (where, checkpoints, progress), as opposed to what it searches."""
+
+    device: torch.device
+    checkpoint: str | Path | None
+    checkpoint_every: int
+    resume: bool
+    progress: bool
+    workers: int | None
+    budget: float | None
+
+
+def prior_steps(config: UAPConfig) -> int:
+    """Steps of a search's prior stage: ``prior_share`` of ``steps`` rounded down (so a budget's steps stay
+    within the budget), at least one and leaving at least one for the data stage; 0 without a share or for
+    an L2 budget (PSP-UAP starts δ inside the L∞ ball)."""
+    share = getattr(config, "prior_share", 0.0) if config.norm == "linf" else 0.0
+    return min(config.steps - 1, max(1, math.floor(share * config.steps))) if share and config.steps > 1 else 0
+
+
+def _search_from_prior(recipe: Recipe, config: UAPConfig, model: Classifier, stream: Any, run: _Run) -> SearchOutcome:
+    """The dominant search in two stages: PSP-UAP's data-free objective for the first ``prior_share`` of the
+    steps (a δ that already disrupts the features of any image), then the recipe's own objective from that δ
+    for the rest. Each stage keeps its own checkpoint (``NAME.prior.pt`` beside ``NAME``); a resumed
+    search whose second stage has started skips the first."""
+    from .psp_uap import RECIPE as PSP
+    from .psp_uap import PSPConfig
+
+    first = prior_steps(config)
+    if first == 0:
+        return _search(recipe, config, model, stream, run)
+    main_ckpt = Path(run.checkpoint) if run.checkpoint is not None else None
+    prior_ckpt = main_ckpt.with_name(main_ckpt.stem + ".prior" + main_ckpt.suffix) if main_ckpt is not None else None
+    prior_config = PSPConfig(
+        eps=config.eps, norm=config.norm, seed=config.seed, batch_size=config.batch_size, steps=first, amp=config.amp
+    ).validate()
+    second = replace(config, steps=config.steps - first)
+    started = run.resume and main_ckpt is not None and main_ckpt.exists()
+    prior: SearchOutcome | None = None
+    if not started:
+        prior = _search(PSP, prior_config, model, None, replace(run, checkpoint=prior_ckpt, budget=None))
+    start = prior.pattern.delta if prior is not None else None
+    outcome = _search(recipe, second, model, stream, replace(run, budget=None), start=start)
+    record: dict[str, Any] = {"method": PSP.name, "steps": first, "share": getattr(config, "prior_share", 0.0)}
+    if prior is not None:
+        record.update(seconds=round(prior.result.seconds, 3), passes=prior.result.passes)
+        outcome.result.seconds += prior.result.seconds
+        if outcome.result.passes is not None and prior.result.passes is not None:
+            outcome.result.passes += prior.result.passes
+    for pattern in (outcome.pattern, outcome.best):
+        pattern.meta.update(steps=config.steps, prior_stage=record, passes=outcome.result.passes)
+        pattern.meta["settings"]["steps"] = config.steps
+    return outcome
+
+
+def _search(
+    recipe: Recipe,
+    config: UAPConfig,
+    model: Classifier,
+    stream: Any,
+    run: _Run,
+    start: torch.Tensor | None = None,
+) -> SearchOutcome:
+    """One search on the loop: ``recipe`` with ``config`` (steps resolved), δ from ``start`` when given."""
+    dev, budget, workers = run.device, run.budget, run.workers
+    checkpoint, checkpoint_every, resume, progress = run.checkpoint, run.checkpoint_every, run.resume, run.progress
     batches: Callable[[int, int], Batch]
     if stream is None and recipe.own_batches is not None:
         batches = recipe.own_batches(config, model.input_size)
@@ -120,6 +196,9 @@ def find_pattern(
         param = recipe.param(model.input_size, config, dev)
     else:
         param = AdditiveParam(model.input_size, config.eps, config.norm, device=dev, init=config.init, seed=config.seed)
+    if start is not None:
+        with torch.no_grad():
+            param.delta.copy_(start.to(param.delta.device, param.delta.dtype))
     objective = recipe.objective(model, param.delta, config)
     tick = getattr(param, "tick", None)
     if tick is not None:  # parametrisations that count steps (rescaling schedules)

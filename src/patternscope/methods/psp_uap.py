@@ -234,7 +234,8 @@ def psp_objective(model: Classifier, delta: torch.Tensor, config: PSPConfig) -> 
             weights = weights / weights.mean()
         total = torch.zeros((), device=delta.device)
         for act in model.activations(perturbed, layers):
-            energy = (weights[:, None] * act.float().flatten(1)).pow(2).sum() / 2
+            # weights broadcast over every other axis: no flatten, so an NHWC activation is never copied
+            energy = (weights.reshape(-1, *[1] * (act.dim() - 1)) * act.float()).pow(2).sum() / 2
             total = total + torch.log(energy + 1e-12)
         return -total
 
@@ -250,14 +251,19 @@ def psp_batches(config: PSPConfig, input_size: Sequence[int]) -> Callable[[int, 
     return batch
 
 
+def step_cost(batch_size: int) -> float:
+    """Passes per step: two forward-only passes of the batch for the weights (a third each), one forward and
+    backward for the loss."""
+    return batch_size * 5 / 3
+
+
 RECIPE = Recipe(
     name="psp-uap",
     title="PSP-UAP (pseudo-semantic prior, 2025)",
     config=PSPConfig,
     objective=psp_objective,
     default_data=(),
-    # two forward-only passes for the weights, one forward and backward for the loss
-    step_cost=lambda c: c.batch_size * 5 / 3,
+    step_cost=lambda c: step_cost(c.batch_size),
     uses_data=lambda _c: False,
     param=rescaling_param("saturation"),
     own_batches=psp_batches,

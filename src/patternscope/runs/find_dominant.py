@@ -46,6 +46,7 @@ from .options import (
 RUN_FILES = (
     "config.json",
     "checkpoint.pt",
+    "checkpoint.prior.pt",
     "pattern.safetensors",
     "pattern.json",
     "pattern.png",
@@ -124,6 +125,12 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         f"{_DOM.dominance:g}; 0 with --recipe paper)",
         metavar="W",
     )
+    prior_share: float = option(
+        _DOM.prior_share,
+        help="share of the steps spent first on PSP-UAP's data-free objective, the rest on this recipe from its "
+        "pattern (default {default:g}: none; ignored with --norm l2)",
+        metavar="S",
+    )
     clip_during_search: bool = option(
         _DOM.clip_during_search,
         help="clip x+δ to [0,1] during the search (the paper does not; evaluation always clips)",
@@ -136,6 +143,9 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
     seed: int = option(_DOM.seed, help="seed for batches and augmentation (default {default})")
     amp: str = option("off", help="mixed precision (default {default})", choices=("off", "bf16", "fp16"))
     channels_last: bool = option(False, help="NHWC memory layout (faster convolutions on GPUs)")
+    no_channels_last: bool = option(
+        False, help="keep the NCHW layout on the CPU, which otherwise uses NHWC (a faster search there)"
+    )
     checkpoint_every: int = option(25, help="steps between checkpoints (default {default})")
     resume: bool = option(False, help="continue the run in --out from its checkpoint")
     overwrite: bool = option(False, help="replace a run already in --out")
@@ -271,7 +281,7 @@ def _check_same_options(path: Path, opts: FindOptions) -> None:
         return
     ignore = {"resume", "overwrite", "steps", "epochs", "device", "eval_views", "eval_batch_size", "out"}
     ignore |= {"checkpoint_every", "workers"}  # how often and how fast, not what
-    ignore |= {"channels_last"}  # layout only: the same search
+    ignore |= {"channels_last", "no_channels_last"}  # layout only: the same search
     now = asdict(opts)
     diff = {k: (saved.get(k), v) for k, v in now.items() if k not in ignore and saved.get(k) != v}
     if diff:
