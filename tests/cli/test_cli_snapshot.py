@@ -38,9 +38,7 @@ ADDED["scan"] |= {"rule", "fpr", "reference", "no_additive", "additive_steps"}
 # patterns larger than the budget their file declares are refused unless allowed (issue 19)
 for _command in ("evaluate", "transfer", "downstream"):
     ADDED[_command] = ADDED.get(_command, set()) | {"allow_over_budget"}
-# issue 16: NHWC on the CPU by default (measured faster), with a way back; the optional PSP-UAP prior stage
-for _command in ("find dominant", "compare"):
-    ADDED[_command] = ADDED.get(_command, set()) | {"no_channels_last"}
+# issue 16: the optional PSP-UAP prior stage of the dominant search
 ADDED["find dominant"] |= {"prior_share"}
 
 

@@ -477,9 +477,6 @@ class CompareOptions(PipelineOptions, ModelOptions, _MethodsFirst):
     )
     amp: str = option("off", help="mixed precision (default {default})", choices=("off", "bf16", "fp16"))
     channels_last: bool = option(False, help="NHWC memory layout (faster convolutions on GPUs)")
-    no_channels_last: bool = option(
-        False, help="keep the NCHW layout on the CPU, which otherwise uses NHWC (a faster search there)"
-    )
     eval_views: int = option(1, help="crops per image (default {default})", choices=EVAL_VIEWS)
     resume: bool = option(False, help="keep finished methods, continue an interrupted one")
     overwrite: bool = option(False, help="replace a comparison already in --out")

@@ -143,9 +143,6 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
     seed: int = option(_DOM.seed, help="seed for batches and augmentation (default {default})")
     amp: str = option("off", help="mixed precision (default {default})", choices=("off", "bf16", "fp16"))
     channels_last: bool = option(False, help="NHWC memory layout (faster convolutions on GPUs)")
-    no_channels_last: bool = option(
-        False, help="keep the NCHW layout on the CPU, which otherwise uses NHWC (a faster search there)"
-    )
     checkpoint_every: int = option(25, help="steps between checkpoints (default {default})")
     resume: bool = option(False, help="continue the run in --out from its checkpoint")
     overwrite: bool = option(False, help="replace a run already in --out")
@@ -281,7 +278,7 @@ def _check_same_options(path: Path, opts: FindOptions) -> None:
         return
     ignore = {"resume", "overwrite", "steps", "epochs", "device", "eval_views", "eval_batch_size", "out"}
     ignore |= {"checkpoint_every", "workers"}  # how often and how fast, not what
-    ignore |= {"channels_last", "no_channels_last"}  # layout only: the same search
+    ignore |= {"channels_last"}  # layout only: the same search
     now = asdict(opts)
     diff = {k: (saved.get(k), v) for k, v in now.items() if k not in ignore and saved.get(k) != v}
     if diff:
