@@ -135,12 +135,17 @@ def dominant_objective(model: Classifier, delta: torch.Tensor, config: DominantC
     )
 
 
+def active_prior_share(config: UAPConfig) -> float:
+    """The share of a search's steps run as a prior stage: ``prior_share`` for an L∞ budget, else 0 (L2 searches
+    have none: PSP-UAP starts δ inside the L∞ ball; configs without the field have none either)."""
+    return getattr(config, "prior_share", 0.0) if config.norm == "linf" else 0.0
+
+
 def step_cost(config: DominantConfig) -> float:
     """Passes per step: the batch and δ alone; with a prior stage, the steps' mean over both stages."""
     own = config.batch_size + 1
-    if not config.prior_share or config.norm != "linf":
-        return own
-    return config.prior_share * psp_step_cost(config.batch_size) + (1 - config.prior_share) * own
+    share = active_prior_share(config)
+    return share * psp_step_cost(config.batch_size) + (1 - share) * own if share else own
 
 
 RECIPE = Recipe(

@@ -20,6 +20,7 @@ from ..core.patterns import Pattern
 from ..core.search import SearchConfig, run_search
 from ..data.loader import Batch, check_workers, default_workers
 from ..errors import PatternError
+from .dominant import active_prior_share
 from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig, make_config, make_stream, setting_of, steps_for_budget
 from .registry import METHODS, get_recipe
 
@@ -106,12 +107,13 @@ def find_pattern(
         if stream is None:
             raise PatternError(f"{recipe.name} uses no data, so it has no epochs; give steps instead")
         config.steps = stream.steps_for_epochs(epochs, config.batch_size)
-        share = getattr(config, "prior_share", 0.0) if config.norm == "linf" else 0.0
+        share = active_prior_share(config)
         if share:  # the epochs are the data stage's; the prior stage comes on top, in its share
             config.steps += max(1, round(config.steps * share / (1 - share)))
     run = _Run(dev, checkpoint, checkpoint_every, resume, progress, workers, budget)
-    if getattr(config, "prior_share", 0.0):
-        return _search_from_prior(recipe, config, model, stream, run)
+    first = prior_steps(config)
+    if first:
+        return _search_from_prior(recipe, config, first, model, stream, run)
     return _search(recipe, config, model, stream, run)
 
 
@@ -132,21 +134,20 @@ def prior_steps(config: UAPConfig) -> int:
     """Steps of a search's prior stage: ``prior_share`` of ``steps`` rounded down (so a budget's steps stay
     within the budget), at least one and leaving at least one for the data stage; 0 without a share or for
     an L2 budget (PSP-UAP starts δ inside the L∞ ball)."""
-    share = getattr(config, "prior_share", 0.0) if config.norm == "linf" else 0.0
+    share = active_prior_share(config)
     return min(config.steps - 1, max(1, math.floor(share * config.steps))) if share and config.steps > 1 else 0
 
 
-def _search_from_prior(recipe: Recipe, config: UAPConfig, model: Classifier, stream: Any, run: _Run) -> SearchOutcome:
-    """The dominant search in two stages: PSP-UAP's data-free objective for the first ``prior_share`` of the
-    steps (a δ that already disrupts the features of any image), then the recipe's own objective from that δ
-    for the rest. Each stage keeps its own checkpoint (``NAME.prior.pt`` beside ``NAME``); a resumed
-    search whose second stage has started skips the first."""
+def _search_from_prior(
+    recipe: Recipe, config: UAPConfig, first: int, model: Classifier, stream: Any, run: _Run
+) -> SearchOutcome:
+    """The dominant search in two stages: PSP-UAP's data-free objective for the ``first`` steps
+    (:func:`prior_steps`: a δ that already disrupts the features of any image), then the recipe's own
+    objective from that δ for the rest. Each stage keeps its own checkpoint (``NAME.prior.pt`` beside
+    ``NAME``); a resumed search whose second stage has started skips the first."""
     from .psp_uap import RECIPE as PSP
     from .psp_uap import PSPConfig
 
-    first = prior_steps(config)
-    if first == 0:
-        return _search(recipe, config, model, stream, run)
     main_ckpt = Path(run.checkpoint) if run.checkpoint is not None else None
     prior_ckpt = main_ckpt.with_name(main_ckpt.stem + ".prior" + main_ckpt.suffix) if main_ckpt is not None else None
     prior_config = PSPConfig(
@@ -159,7 +160,7 @@ def _search_from_prior(recipe: Recipe, config: UAPConfig, model: Classifier, str
         prior = _search(PSP, prior_config, model, None, replace(run, checkpoint=prior_ckpt, budget=None))
     start = prior.pattern.delta if prior is not None else None
     outcome = _search(recipe, second, model, stream, replace(run, budget=None), start=start)
-    record: dict[str, Any] = {"method": PSP.name, "steps": first, "share": getattr(config, "prior_share", 0.0)}
+    record: dict[str, Any] = {"method": PSP.name, "steps": first, "share": active_prior_share(config)}
     if prior is not None:
         record.update(seconds=round(prior.result.seconds, 3), passes=prior.result.passes)
         outcome.result.seconds += prior.result.seconds
