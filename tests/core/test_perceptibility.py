@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from patternscope import evaluate_pattern
-from patternscope.core.metrics import topk_attack_success
+from patternscope.core.classifier import Classifier
+from patternscope.core.metrics import topk_attack_success, topk_attack_success_clean_topk
 from patternscope.core.patterns import Pattern
 from patternscope.core.perceptibility import PerceptibilityMeter, pattern_norms
 
@@ -71,13 +73,62 @@ def test_evaluation_reports_perceptibility(tiny_model, digits):
 
 
 def test_attack_success_top_k_by_hand():
+    """The authors' definition: of the images whose clean top-1 is right, the share whose label leaves the
+    perturbed top k; our variant counts the images whose label is in the clean top k instead."""
     labels = torch.tensor([0, 1, 2, -1])
-    clean = torch.tensor([[0, 5, 6], [7, 1, 8], [9, 8, 7], [0, 1, 2]])
-    pert = torch.tensor([[5, 0, 6], [7, 8, 9], [9, 8, 2], [3, 4, 5]])
-    # top-1: only image 0 has its label first, and loses it
+    clean = torch.tensor([[0, 5, 6], [7, 1, 8], [2, 8, 7], [0, 1, 2]])
+    pert = torch.tensor([[5, 0, 6], [7, 8, 9], [9, 8, 7], [3, 4, 5]])
+    # correct at top 1: images 0 and 2; image 1 (label second in the clean top 3) never counts
     assert topk_attack_success(clean, pert, labels, 1) == 1.0
-    # top-2: images 0 and 1 qualify; image 0 keeps its label in the top 2, image 1 loses it
-    assert topk_attack_success(clean, pert, labels, 2) == 0.5
-    # top-3: images 0, 1 (lost) and 2 (not in clean top 3: excluded); the unlabelled image never counts
+    assert topk_attack_success(clean, pert, labels, 2) == 0.5  # image 0 keeps its label in the top 2
     assert topk_attack_success(clean, pert, labels, 3) == 0.5
+    # the variant: images 0, 1 and 2 have their label in the clean top 2 (and 3); 1 and 2 lose it
+    assert topk_attack_success_clean_topk(clean, pert, labels, 1) == 1.0
+    assert topk_attack_success_clean_topk(clean, pert, labels, 2) == pytest.approx(2 / 3)
+    assert topk_attack_success_clean_topk(clean, pert, labels, 3) == pytest.approx(2 / 3)
     assert math.isnan(topk_attack_success(clean, pert, torch.tensor([3, 3, 3, -1]), 1))
+    assert math.isnan(topk_attack_success_clean_topk(clean, pert, torch.tensor([3, 3, 3, -1]), 1))
+
+
+# logits by hand: image i (a 1 x 1 x 1 image of value i/10) and image i + 5 (with the pattern, δ = 0.5) rank
+# the six classes in these orders
+_RANKS = [
+    [0, 1, 2, 3, 4, 5],  # image 0, label 0: right
+    [0, 1, 2, 3, 4, 5],  # image 1, label 1: wrong at top 1, in the clean top 3
+    [2, 0, 1, 3, 4, 5],  # image 2, label 2: right
+    [0, 1, 2, 3, 4, 5],  # image 3, label 3: wrong, in the clean top 5 only
+    [4, 0, 1, 2, 3, 5],  # image 4, label 4: right
+    [1, 2, 3, 0, 4, 5],  # image 0 + δ: label 0 out of the top 3, in the top 5
+    [0, 2, 3, 4, 5, 1],  # image 1 + δ: label 1 out of the top 5
+    [2, 0, 1, 3, 4, 5],  # image 2 + δ: unchanged
+    [0, 1, 2, 4, 5, 3],  # image 3 + δ: label 3 out of the top 5
+    [0, 1, 2, 3, 5, 4],  # image 4 + δ: label 4 out of the top 5
+]
+
+
+class _Table(nn.Module):
+    """Logits looked up by the image's value (x = i/10 gives row i of :data:`_RANKS`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        logits = torch.zeros(len(_RANKS), 6)
+        for row, order in enumerate(_RANKS):
+            logits[row, order] = torch.arange(6, 0, -1, dtype=torch.float32)
+        self.register_buffer("logits", logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[(x.flatten(1)[:, 0] * 10).round().long()]
+
+
+def test_evaluation_reports_the_authors_attack_success_and_the_variant():
+    model = Classifier(_Table(), mean=(0.0,), std=(1.0,), input_size=(1, 1, 1))
+    x = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1) / 10
+    ev = evaluate_pattern(model, Pattern(torch.full((1, 1, 1), 0.5), eps=0.5), x, torch.arange(5), baselines=())
+    acc = ev.accuracy
+    assert acc["n_correct"] == 3
+    # authors: of the 3 correctly classified images (0, 2, 4), the label left the top 1 / 3 / 5 of 2 / 2 / 1
+    assert acc["attack_success"] == pytest.approx({"top1": 2 / 3, "top3": 2 / 3, "top5": 1 / 3})
+    assert acc["attack_success"]["top1"] == acc["attack_success_on_correct"]
+    # ours: of the images with the label in the clean top k (3 / 4 / 5 of them)
+    assert acc["attack_success_clean_topk"] == pytest.approx({"top1": 2 / 3, "top3": 3 / 4, "top5": 3 / 5})
+    assert acc["n_correct_topk"] == {"top1": 3, "top3": 4, "top5": 5}

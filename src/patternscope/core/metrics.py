@@ -3,8 +3,9 @@
 All metrics are computed on clip(x + δ, 0, 1), a valid image. Definitions (Ye et al. 2021, plus ours):
 
 - **fooling ratio**: share of images with argmax f(x + δ) != argmax f(x) (no labels needed);
-- **accuracy** top-1/3/5, clean and perturbed, when labels exist; **attack success** top-1/3/5: of
-  the images whose label is in the clean top-k, the share whose label leaves the perturbed top-k;
+- **accuracy** top-1/3/5, clean and perturbed, when labels exist; **attack success** top-1/3/5 (the
+  authors'): of the correctly classified images (clean top-1), the share whose label leaves the perturbed
+  top-k; and our variant ``attack_success_clean_topk``: of the images whose label is in the clean top-k;
 - **dominance ratio** (top-k): share of all predictions that fall in the k most frequent predicted
   classes, for perturbed and clean predictions, and whether δ's own class argmax f(δ) is among them;
 - **agreement** (ours): share of images with argmax f(x + δ) == argmax f(δ);
@@ -63,8 +64,20 @@ def _in_topk(topk: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def topk_attack_success(clean_topk: torch.Tensor, perturbed_topk: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Attack success top-``k`` (the authors' top-1/3/5): of the images whose label is in the clean top
-    ``k``, the share whose label is no longer in the perturbed top ``k`` (NaN when there are none)."""
+    """Attack success top-``k`` as the authors count it: of the labelled images whose clean top-1 is the
+    label, the share whose label is no longer in the perturbed top ``k`` (one denominator for every k, so
+    the value falls as k grows; NaN when no image is classified correctly)."""
+    correct = _in_topk(clean_topk, labels, 1)
+    if not correct.any():
+        return float("nan")
+    return float((~_in_topk(perturbed_topk[correct], labels[correct], k)).float().mean())
+
+
+def topk_attack_success_clean_topk(
+    clean_topk: torch.Tensor, perturbed_topk: torch.Tensor, labels: torch.Tensor, k: int
+) -> float:
+    """Our variant of :func:`topk_attack_success` (not the authors'): of the images whose label is in the
+    clean top ``k``, the share whose label is no longer in the perturbed top ``k`` (NaN when there are none)."""
     hit = _in_topk(clean_topk, labels, k)
     if not hit.any():
         return float("nan")
@@ -377,6 +390,9 @@ def _summarise(
             "attack_success_on_correct": fooling_ratio(clean.top1[correct], pert.top1[correct]),
             "n_correct": int(correct.sum()),
             "attack_success": {f"top{k}": topk_attack_success(clean.top5, pert.top5, y, k) for k in TOPK},
+            "attack_success_clean_topk": {
+                f"top{k}": topk_attack_success_clean_topk(clean.top5, pert.top5, y, k) for k in TOPK
+            },
             "n_correct_topk": {f"top{k}": int(_in_topk(clean.top5, y, k).sum()) for k in TOPK},
         }
 

@@ -112,8 +112,12 @@ def dominant_sections(path: Path, figs: Path, prefix: str = "", show_model: bool
         rows += [[f"accuracy {k} clean", v] for k, v in acc["clean"].items()]
         rows += [[f"accuracy {k} with pattern", v] for k, v in acc["perturbed"].items()]
         rows.append(["attack success on correctly classified", acc["attack_success_on_correct"]])
+        n_correct = acc.get("n_correct")
         for k, v in (acc.get("attack_success") or {}).items():
-            rows.append([f"attack success {k} (label left the {k})", v])
+            rows.append([f"attack success {k}: correct at top-1, label left the perturbed {k} (n={n_correct})", v])
+        n_topk = acc.get("n_correct_topk") or {}
+        for k, v in (acc.get("attack_success_clean_topk") or {}).items():  # runs before issue 28 have none
+            rows.append([f"attack success {k}, ours: label in the clean {k}, left it (n={n_topk.get(k)})", v])
     extra = {k: v for k, v in metrics.items() if k in ("model", "pattern", "eval_data", "search")}
     out.append(section(f"{prefix}metrics", "All metrics", table(["metric", "value"], rows) + key_values(extra)))
     return out

@@ -338,7 +338,11 @@ def format_evaluation(ev: Evaluation) -> str:
         )
         success = acc.get("attack_success") or {}
         if success:
-            lines.append("attack success top-1/3/5       " + " / ".join(f"{v:.3f}" for v in success.values()))
+            lines.append(
+                "attack success top-1/3/5       "
+                + " / ".join(f"{v:.3f}" for v in success.values())
+                + f"  (of the {acc['n_correct']} correct at top-1: label left the perturbed top-k)"
+            )
     return "\n".join(lines)
 
 
