@@ -50,10 +50,12 @@ def test_shards_cover_the_batch_once():
 
 
 @pytest.mark.slow
-def test_data_parallel_find_equals_one_process(tmp_path, tiny_weights, digit_folders):
+@pytest.mark.parametrize("loss", ["cos", "kl-authors"])  # kl-authors: a batch mean, so it splits like one
+def test_data_parallel_find_equals_one_process(loss, tmp_path, tiny_weights, digit_folders):
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main([*_find_args(one, tiny_weights, digit_folders), "--quiet"]) == EXIT_OK
-    proc = _torchrun(*_find_args(two, tiny_weights, digit_folders))
+    args = ["--loss", loss]
+    assert main([*_find_args(one, tiny_weights, digit_folders), *args, "--quiet"]) == EXIT_OK
+    proc = _torchrun(*_find_args(two, tiny_weights, digit_folders), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data-parallel over 2 processes (gloo)" in proc.stderr
     assert proc.stdout.count("fooling ratio") == 1  # rank 0 alone reports

@@ -117,8 +117,9 @@ def test_the_class_pull_reads_the_logits_whatever_the_feature_layer(tiny_model):
 
 
 def test_the_two_kl_directions_are_what_their_names_say(tiny_model, digits):
-    """``kl`` is KL(p(δ) || p(x+δ)) averaged over x; ``kl-authors`` is KL(p(x+δ) || p(δ)) summed over x (the
-    authors' code as it runs), each checked against the sum written out."""
+    """``kl`` is KL(p(δ) || p(x+δ)) and ``kl-authors`` is KL(p(x+δ) || p(δ)) (the authors' direction), each a
+    mean over x, checked against the sum written out (the authors' code sums over the batch: the mean times
+    the batch size)."""
     from patternscope.core.objectives import dominant_kl
 
     delta = (torch.rand(tiny_model.input_size, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.4
@@ -126,13 +127,53 @@ def test_the_two_kl_directions_are_what_their_names_say(tiny_model, digits):
     log_d = torch.log_softmax(tiny_model(delta[None]), 1)
     log_xd = torch.log_softmax(tiny_model(x + delta), 1)
     ours = float((log_d.exp() * (log_d - log_xd)).sum(1).mean())
-    theirs = float((log_xd.exp() * (log_xd - log_d)).sum())
+    theirs_summed = float((log_xd.exp() * (log_xd - log_d)).sum())
     with torch.no_grad():
         assert float(dominant_kl(tiny_model, delta)(x)) == pytest.approx(ours, rel=1e-4)
-        assert float(dominant_kl(tiny_model, delta, authors=True)(x)) == pytest.approx(theirs, rel=1e-4)
-    assert abs(theirs / 16 - ours) > 1e-3  # not the same number up to the batch reduction
+        assert float(dominant_kl(tiny_model, delta, authors=True)(x)) == pytest.approx(theirs_summed / 16, rel=1e-4)
+    assert abs(theirs_summed / 16 - ours) > 1e-3  # the two directions are not the same number
     with pytest.raises(PatternError, match="kl-authors"):
         DominantConfig(loss="kl-reverse").validate()
+
+
+@pytest.mark.parametrize("loss", ["cos", "kl", "kl-authors"])
+def test_every_loss_weighs_the_pull_term_alike_at_any_batch_size(loss, tiny_model, digits):
+    """Each loss is a batch mean, like the pull term: the batch repeated twice gives the same value and
+    gradient, so the weight ``dominance`` means the same at any batch size (and per process under torchrun)."""
+    from patternscope.methods.dominant import dominant_objective
+
+    config = DominantConfig(loss=loss, dominance=1.0)
+    x = digits.test_x[:8]
+    values, grads = [], []
+    for batch in (x, torch.cat([x, x])):
+        delta = (torch.rand(tiny_model.input_size, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.4
+        delta.requires_grad_(True)
+        value = dominant_objective(tiny_model, delta, config)(batch)
+        (grad,) = torch.autograd.grad(value, delta)
+        values.append(float(value))
+        grads.append(grad)
+    assert values[1] == pytest.approx(values[0], rel=1e-5)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
+def test_kl_authors_splits_over_processes_like_one_process(tiny_model, digits):
+    """The data-parallel search weighs each rank's gradient by its share of the batch
+    (:func:`~patternscope.core.distributed.shard`); for ``kl-authors`` with the pull term, the weighted sum of
+    the two halves' gradients is the whole batch's gradient."""
+    from patternscope.core.distributed import DistContext, shard
+    from patternscope.methods.dominant import dominant_objective
+
+    config = DominantConfig(loss="kl-authors", dominance=1.0)
+    delta = (torch.rand(tiny_model.input_size, generator=torch.Generator().manual_seed(1)) - 0.5) * 0.4
+    delta.requires_grad_(True)
+    x = digits.test_x[:10]
+    (whole,) = torch.autograd.grad(dominant_objective(tiny_model, delta, config)(x), delta)
+    split = torch.zeros_like(whole)
+    for rank in range(2):
+        part, share = shard(x, DistContext(rank=rank, world_size=2))
+        (grad,) = torch.autograd.grad(dominant_objective(tiny_model, delta, config)(part), delta)
+        split += share * grad
+    assert torch.allclose(split, whole, rtol=1e-4, atol=1e-7)
 
 
 def test_paper_data_is_natural_photos_never_jigsaw(tiny_model):

@@ -156,8 +156,13 @@ def dominant_kl(
     """The KL variant of the dominant objective, in one of two directions:
 
     - ``authors=False`` (loss ``kl``): KL(p(δ) || p(x + δ)), averaged over x, with p = softmax g;
-    - ``authors=True`` (loss ``kl-authors``): KL(p(x + δ) || p(δ)) summed over x, what the authors' code
-      computes as it runs.
+    - ``authors=True`` (loss ``kl-authors``): KL(p(x + δ) || p(δ)), the direction the authors' code computes
+      as it runs, also averaged over x. Their code sums it over the batch, which is the mean times the batch
+      size: as the only term, the same Adam trajectory (Adam's step does not change when its loss is scaled,
+      up to its epsilon; Adam's weight decay, 1e-5 x δ added to the gradient, is then that many times
+      stronger against the mean than against their sum). Beside the mean pull term (``dominance``) a sum would
+      weigh the KL batch-size times more, and under torchrun each rank's share-weighted sum would shrink by
+      the number of processes; the mean keeps its ratio to the other terms independent of both.
 
     Gradients flow through both sides. ``dominance`` and ``label_weight`` as in :func:`dominant_cosine`.
     """
@@ -167,8 +172,8 @@ def dominant_kl(
         own, perturbed, pull = _features_with_class_term(model, delta, x, layer, clip, dominance, y, label_weight)
         log_own = F.log_softmax(own, dim=1).expand_as(perturbed)
         log_perturbed = F.log_softmax(perturbed, dim=1)
-        if authors:  # kl_div(input, target) is KL(target || input): target p(x + δ), summed over the batch
-            return F.kl_div(log_own, log_perturbed, reduction="sum", log_target=True) + pull
+        if authors:  # kl_div(input, target) is KL(target || input): target p(x + δ); a mean over the batch
+            return F.kl_div(log_own, log_perturbed, reduction="batchmean", log_target=True) + pull
         return F.kl_div(log_perturbed, log_own, reduction="batchmean", log_target=True) + pull
 
     name = "kl_authors" if authors else "kl"

@@ -65,7 +65,8 @@ class DominantConfig(UAPConfig):
         weight_decay: Adam weight decay, 1e-5 (a tiny pull of δ towards zero).
         layer: feature layer for g: ``logits`` or a layer name (``classifier:in`` for the head's input).
         loss: ``cos`` (1 - cosine similarity), ``kl`` (KL(p(δ) || p(x+δ)), batch mean) or ``kl-authors``
-            (KL(p(x+δ) || p(δ)), batch sum: the direction and reduction the authors' code runs).
+            (KL(p(x+δ) || p(δ)), the direction the authors' code runs; a batch mean where their code sums,
+            so its weight against ``dominance`` does not depend on the batch size or the process count).
         labels: the label-dependent variant (method ``dominant-labelled``; needs labelled images): adds
             ``label_weight`` x mean max(z_y - max_{k != y} z_k, 0) on the logits of x + δ, which pushes
             each image's true class below its best other class.
