@@ -94,21 +94,9 @@ def _block_outputs(
     model: Classifier, x: torch.Tensor, blocks: list[str]
 ) -> tuple[list[torch.Tensor | None], torch.Tensor]:
     """Each block's output for ``x`` (N x D, flattened; None for a block called more than once or not
-    returning a tensor) and the logits."""
-    modules = dict(model.net.named_modules())
-    seen: dict[str, list[Any]] = {b: [] for b in blocks}
-    handles = []
-    for b in blocks:
-
-        def hook(_m: nn.Module, _i: Any, output: Any, b: str = b) -> None:
-            seen[b].append(output[0] if isinstance(output, (tuple, list)) else output)
-
-        handles.append(modules[b].register_forward_hook(hook))
-    try:
-        logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    returning a tensor) and the logits. An output is the block's own, even when an in-place op after it (a
+    ``ReLU(inplace=True)`` after a conv or batch norm) overwrites its memory later in the forward."""
+    seen, logits = model.layer_outputs(x, blocks)  # as each block produced them, before any in-place op
     outs: list[torch.Tensor | None] = []
     for b in blocks:
         values = seen[b]

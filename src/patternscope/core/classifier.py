@@ -44,6 +44,11 @@ class PassCounter:
         return self.grad + FORWARD_ONLY_COST * self.forward_only
 
 
+def _first(value: Any) -> Any:
+    """A hook's value: the first element of a tuple or list (a module's inputs, a multi-output module)."""
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
 class _Captured(Exception):
     """Raised inside a forward hook to stop the forward pass once a tapped layer has run."""
 
@@ -93,6 +98,7 @@ class Classifier(nn.Module):
         self._class_names = list(class_names) if class_names is not None else None
         self._num_classes: int | None = None
         self.passes = PassCounter()
+        self._copied_taps: set[str] = set()  # taps whose values a later in-place op overwrites (copied when read)
         self.channels_last = False
         self.eval()
         for p in self.parameters():
@@ -164,58 +170,100 @@ class Classifier(nn.Module):
         """
         if layer in (None, "", "logits"):
             return self(x)
-        return self._tapped_forward(x, layer, whole=False)[0]
+        return self._tapped_forward(x, layer)
 
     def features_and_logits(self, x: torch.Tensor, layer: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The activations of ``layer`` (as :meth:`features`) and the logits, from one whole forward."""
+        """The activations of ``layer`` (as :meth:`features`, the first call's) and the logits, from one whole
+        forward; the activations are as the layer produced them, whatever in-place op follows it."""
         if layer in (None, "", "logits"):
             logits = self(x)
             return logits, logits
-        value, logits = self._tapped_forward(x, layer, whole=True)
-        assert logits is not None
-        return value, logits
+        records, logits = self._recorded_forward(x, [layer])
+        if not records:
+            raise ModelSpecError(f"layer {layer!r} was not used in the forward pass; choose another layer")
+        return records[0][1], logits
 
-    def _tapped_forward(self, x: torch.Tensor, layer: str, whole: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The first activation read at ``layer``'s tap during a forward of ``x``, and the logits when
-        ``whole`` (otherwise the forward stops at the tap and the logits are None)."""
+    def _tapped_forward(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """The first activation read at ``layer``'s tap during a forward of ``x``; the forward stops there (so
+        nothing after the tap can overwrite it). An input tap is read before its module runs (an in-place
+        module would overwrite it)."""
         module, where = self._tap(layer)
         captured: list[Any] = []
 
-        def hook(_mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            if not captured:
-                captured.append(inputs[0] if where == "in" else output)
-            if not whole:
-                raise _Captured
+        def keep(value: Any) -> None:
+            captured.append(_first(value))
+            raise _Captured
 
-        handle = module.register_forward_hook(hook)
-        logits = None
+        if where == "in":
+            handle = module.register_forward_pre_hook(lambda _mod, inputs: keep(inputs[0]))
+        else:
+            handle = module.register_forward_hook(lambda _mod, _inputs, output: keep(output))
         try:
-            logits = self(x)
+            self(x)
         except _Captured:
             pass
         finally:
             handle.remove()
         if not captured:
             raise ModelSpecError(f"layer {layer!r} was not used in the forward pass; choose another layer")
-        value = captured[0]
-        if isinstance(value, (tuple, list)):
-            value = value[0]
-        return value, logits
+        return captured[0]
 
-    def activations(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:
-        """Outputs of every call of the named submodules (in call order) during one forward of ``x``."""
-        captured: list[torch.Tensor] = []
+    def activations(self, x: torch.Tensor, layers: Sequence[str]) -> list[Any]:
+        """Outputs of every call of the named submodules (in call order) during one forward of ``x``, as each
+        module produced them (see :meth:`layer_outputs`)."""
+        return [value for _tap, value in self._recorded_forward(x, layers)[0]]
 
-        def hook(_mod: nn.Module, _inputs: tuple[Any, ...], output: Any) -> None:
-            captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+    def layer_outputs(self, x: torch.Tensor, layers: Sequence[str]) -> tuple[dict[str, list[Any]], torch.Tensor]:
+        """Every call's output of each named submodule (``name`` or ``name:in`` for its input) during one whole
+        forward of ``x``, and the logits.
 
-        handles = [self._submodule(name).register_forward_hook(hook) for name in layers]
+        The values are what each module produced (or received), even where an in-place op later in the forward
+        overwrites that memory: a ``ReLU(inplace=True)`` after a conv or batch norm, ResNet's ``out += identity``.
+        """
+        records, logits = self._recorded_forward(x, layers)
+        outputs: dict[str, list[Any]] = {name: [] for name in layers}
+        for tap, value in records:
+            outputs[tap].append(value)
+        return outputs, logits
+
+    def _recorded_forward(self, x: torch.Tensor, taps: Sequence[str]) -> tuple[list[tuple[str, Any]], torch.Tensor]:
+        """One whole forward of ``x``: (tap, value) for every value read at the taps, in call order, and the logits.
+
+        Values are kept by reference (no copy) unless a later in-place op overwrote them: the tensor's version
+        counter tells, and then the tap is remembered and the forward runs again with that tap's values copied
+        as they are read (every later forward copies them at once; the discarded forward is not counted).
+        """
+        found = [(tap, *self._tap(tap)) for tap in taps]
+        records: list[tuple[str, Any, int | None]] = []
+
+        def keep(tap: str, value: Any) -> None:
+            value = _first(value)
+            version = None
+            if isinstance(value, torch.Tensor):
+                if tap in self._copied_taps or value.is_inference():
+                    value = value.clone()
+                else:
+                    version = value._version
+            records.append((tap, value, version))
+
+        handles = []
+        for tap, module, where in found:
+            if where == "in":
+                handles.append(module.register_forward_pre_hook(lambda _m, inputs, tap=tap: keep(tap, inputs[0])))
+            else:
+                handles.append(module.register_forward_hook(lambda _m, _i, output, tap=tap: keep(tap, output)))
+        counts = (self.passes.grad, self.passes.forward_only)
         try:
-            self(x)
+            logits = self(x)
         finally:
             for handle in handles:
                 handle.remove()
-        return captured
+        overwritten = {tap for tap, value, version in records if version is not None and value._version != version}
+        if overwritten:
+            self._copied_taps |= overwritten
+            self.passes.grad, self.passes.forward_only = counts
+            return self._recorded_forward(x, taps)
+        return [(tap, value) for tap, value, _version in records], logits
 
     def conv_layers(self) -> list[str]:
         """The layers that data-free objectives (FFF, GD-UAP) read: the conv layers' activations.
