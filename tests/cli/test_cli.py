@@ -69,6 +69,10 @@ def test_find_writes_a_complete_run_folder(run_dir):
     assert ev["n_images"] == 120 and metrics["eval_data"]["images"] == 120
     assert ev["fooling_ratio"] > 3 * max(ev["random_baselines"]["sign"]["fooling_ratio"], 0.03)
     assert ev["accuracy"]["n_labelled"] == 120  # labels from the ImageFolder tree
+    # perceptibility and the layer analysis read a seeded, class-stratified sample (here: every image / 64)
+    assert ev["perceptibility"]["n_images"] == 120 and ev["perceptibility"]["sample_stratified"] is True
+    layers = json.loads((run_dir / "layers.json").read_text())
+    assert layers["n_images"] == 64 and layers["sample"] == {"seed": 0, "n": 64, "of": 120, "stratified": True}
     pattern = Pattern.load(run_dir)
     assert pattern.meta["model"] == TINY_SPEC and pattern.meta["steps"] == 40 and pattern.eps == 0.2
     assert pattern.delta.abs().max() <= 0.2 + 1e-6

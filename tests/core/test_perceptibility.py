@@ -51,6 +51,23 @@ def test_meter_stops_at_its_cap_and_a_weaker_pattern_is_less_visible():
     assert weak.summary()["ssim"] > strong.summary()["ssim"]
 
 
+def test_perceptibility_reads_a_stratified_sample_not_the_first_crops():
+    """A class-sorted set whose first 512 images are all black (class 0) and the rest grey (class 1): ±eps
+    clips half the values of a black image and none of a grey one. The first 512 would give 0.5; the
+    class-stratified sample of 512 gives the share of the whole set, and says how it was drawn."""
+    x = torch.cat([torch.zeros(768, 1, 4, 4), torch.full((256, 1, 4, 4), 0.5)])
+    labels = torch.cat([torch.zeros(768, dtype=torch.long), torch.ones(256, dtype=torch.long)])
+    model = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), mean=(0.0,), std=(1.0,), input_size=(1, 4, 4))
+    delta = torch.tensor([1.0, -1.0] * 8).view(1, 4, 4) * EPS  # half of a black image's values are clipped
+    ev = evaluate_pattern(model, Pattern(delta, EPS), x, labels, baselines=(), batch_size=100)
+    seen = ev.perceptibility
+    assert seen["n_images"] == 512
+    assert seen["clipped_share"] == pytest.approx(0.5 * 384 / 512)  # 384 black and 128 grey, as 3 : 1
+    assert seen["sample_seed"] == 0 and seen["sample_stratified"] is True and seen["sample_of"] == 1024
+    unlabelled = evaluate_pattern(model, Pattern(delta, EPS), x, baselines=(), batch_size=100).perceptibility
+    assert unlabelled["sample_stratified"] is False and 0.3 < unlabelled["clipped_share"] < 0.45
+
+
 def test_norms_and_saturated_share():
     delta = torch.zeros(1, 4, 4)
     delta[0, 0, :2] = EPS

@@ -20,8 +20,9 @@ from ..core.classifier import Classifier
 from ..core.patterns import ClasswisePattern
 from ..core.predict import class_probabilities
 from ..data.bank import Images, take
+from ..data.labelled import seeded_sample
 from ..errors import DataError
-from .classwise import ClasswiseConfig, find_classwise_pattern, other_classes, predictive_power, seeded_subset
+from .classwise import ClasswiseConfig, find_classwise_pattern, other_classes, predictive_power
 
 
 def top_canvases(model: Classifier, images: Images, labels: torch.Tensor, target: int, n: int) -> torch.Tensor:
@@ -112,7 +113,7 @@ def canvas_sensitivity(
     config = config or ClasswiseConfig()
     chosen = top_canvases(model, search_images, search_labels, target, n)
     ox, _ = other_classes(search_images, search_labels, target)
-    ox = ox[seeded_subset(len(ox), max_search_images, config.seed + target)]
+    ox = ox[seeded_sample(len(ox), max_search_images, config.seed + target)]
     patterns, success, canvases = [], [], []
     for index in chosen.tolist():
         canvas = take(search_images, slice(index, index + 1))[0]

@@ -27,6 +27,7 @@ from ..core.patterns import ClasswisePattern, top_k_count, top_k_mask
 from ..core.predict import predicted_class, probability_batches
 from ..core.search import SearchConfig, SearchResult, run_search
 from ..data.bank import Images, take
+from ..data.labelled import seeded_sample
 from ..data.stream import epoch_batches
 from ..errors import DataError, PatternError
 
@@ -152,14 +153,6 @@ def other_classes(images: Images, labels: torch.Tensor, target: int) -> tuple[Im
     return images[keep], labels[keep]
 
 
-def seeded_subset(n: int, cap: int, seed: int) -> torch.Tensor:
-    """Indices of at most ``cap`` of ``n`` items: all of them, or a random subset drawn with ``seed``, in
-    increasing order."""
-    if n <= cap:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
-
-
 # ---------------------------------------------------------------------------------------------------
 # Search and measurement
 
@@ -251,7 +244,7 @@ def find_classwise_pattern(
     # The final tensors, not the best window's: the mask-size term keeps shrinking the mask to the end.
     soft = param.mask.detach().cpu()
     colours = param.canvas.detach().cpu()
-    tie_key = last_gradient_key(model, param, target, cfg.alpha, search_images)
+    tie_key = last_gradient_key(model, param, target, cfg.alpha, search_images, seed=cfg.seed)
     k = cfg.k_pixels(*soft.shape[-2:])
     meta = {"model": model.spec, "weights": model.weights, "learn_canvas": cfg.learn_canvas, "config": asdict(cfg)}
     pattern = ClasswisePattern(target, top_k_mask(soft, k, tie_key), colours, soft, meta, tie_key)
@@ -259,12 +252,14 @@ def find_classwise_pattern(
 
 
 def last_gradient_key(
-    model: Classifier, param: MaskCanvasParam, target: int, alpha: float, images: Images, n: int = 64
+    model: Classifier, param: MaskCanvasParam, target: int, alpha: float, images: Images, n: int = 64, seed: int = 0
 ) -> torch.Tensor:
     """The tie-breaking key of the mask's pixels (1 x H x W): minus the loss's gradient with respect to the mask
-    on the first ``n`` search images, so among pixels of equal mask value (saturated at 0 or 1) those whose
-    growth would lower the loss most rank first. Deterministic: a fixed batch, no randomness."""
-    x = take(images, torch.arange(min(n, images.shape[0]))).to(model.device)
+    on ``n`` search images (a seeded sample, :func:`~patternscope.data.seeded_sample`: the search images are
+    often class-sorted, and the key should reflect all of them, not the first class), so among pixels of equal
+    mask value (saturated at 0 or 1) those whose growth would lower the loss most rank first. Deterministic:
+    a fixed batch for a seed."""
+    x = take(images, seeded_sample(int(images.shape[0]), n, seed)).to(model.device)
     (grad,) = torch.autograd.grad(classwise_loss(model, param, target, alpha)(x), param.mask)
     return -grad.detach().cpu()
 

@@ -33,7 +33,7 @@ from ..errors import DataError
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _PASS_THROUGH = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten)
-DEFAULT_IMAGES = 64  # images the evaluation's layer analysis reads (the first ones of the set)
+DEFAULT_IMAGES = 64  # images the evaluation's layer analysis reads (a seeded, class-stratified sample of the set)
 
 
 def block_names(model: Classifier) -> list[str]:

@@ -26,6 +26,7 @@ from ..core.models import on_device
 from ..core.params import TanhMaskParam
 from ..core.search import SearchConfig, StopSearch, run_search
 from ..data.bank import Images
+from ..data.labelled import seeded_sample
 from ..data.stream import epoch_batches
 from ..errors import DataError, PatternError, SearchDivergedError
 from .anomaly import anomaly_indices
@@ -196,24 +197,12 @@ class NeuralCleanseReport:
 
 
 def pool_indices(n_images: int, size: int, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
-    """Which ``size`` of ``n_images`` images Neural Cleanse reverses triggers on (sorted indices).
-
-    With ``labels``, class-stratified: each class's images in a seeded random order, taken round-robin
-    over the classes, so every class is represented as evenly as its count allows (a class-sorted
-    folder would otherwise give only its first classes). Without labels, a seeded random subset."""
-    if n_images <= size:
-        return torch.arange(n_images)
-    gen = torch.Generator().manual_seed(seed)
-    if labels is None:
-        return torch.randperm(n_images, generator=gen)[:size].sort().values
-    if labels.numel() != n_images:
-        raise DataError(f"{labels.numel()} labels for {n_images} images")
-    per_class = []
-    for c in labels.unique().tolist():
-        idx = (labels == c).nonzero().flatten()
-        per_class.append(idx[torch.randperm(idx.numel(), generator=gen)].tolist())
-    order = [group[i] for i in range(max(len(g) for g in per_class)) for group in per_class if i < len(group)]
-    return torch.tensor(order[:size]).sort().values
+    """Which ``size`` of ``n_images`` images Neural Cleanse reverses triggers on (sorted indices):
+    :func:`~patternscope.data.seeded_sample` with ``balanced=True``. With ``labels``, class-stratified: each
+    class's images in a seeded random order, taken round-robin over the classes, so every class is represented
+    as evenly as its count allows (a class-sorted folder would otherwise give only its first classes). Without
+    labels, a seeded random subset."""
+    return seeded_sample(n_images, size, seed, labels, balanced=True)
 
 
 def neural_cleanse(

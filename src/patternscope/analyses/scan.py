@@ -39,7 +39,7 @@ from ..core.patterns import ClasswisePattern, Pattern
 from ..core.run_id import RUN_ID_KEY
 from ..data.bank import Images
 from ..data.images import resize_to
-from ..data.labelled import stratified_split
+from ..data.labelled import seeded_sample, stratified_split
 from ..errors import DataError, RunDirError
 from .additive import AdditiveConfig, find_additive_pattern, smallest_norm, success_at_scale
 from .anomaly import anomaly_indices, median
@@ -49,7 +49,6 @@ from .classwise import (
     find_classwise_pattern,
     other_classes,
     predictive_power,
-    seeded_subset,
     smallest_k,
     success_at_k,
 )
@@ -373,13 +372,13 @@ def scan_model(
             raise DataError(f"no images of class {t} ({names[t]}) to take a canvas from")
         canvas_i = int(canvases[t])
         ox, _ = other_classes(sx, sy, t)
-        ox = ox[seeded_subset(len(ox), cfg.max_search_images, cfg.seed + t)]
+        ox = ox[seeded_sample(len(ox), cfg.max_search_images, cfg.seed + t)]
         found = find_classwise_pattern(model, t, ox, sx[canvas_i], cfg.classwise(), progress=False)
         hx, hy = other_classes(ex, ey, t)
-        keep = seeded_subset(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)
+        keep = seeded_sample(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)
         hx, hy = hx[keep], hy[keep]
         wx, _ = other_classes(vx, vy, t)
-        wx = wx[seeded_subset(len(wx), cfg.max_eval_images, cfg.seed + 2000 + t)]
+        wx = wx[seeded_sample(len(wx), cfg.max_eval_images, cfg.seed + 2000 + t)]
         power = predictive_power(model, found.pattern, hx, hy)
         k_min, s_min = smallest_k(model, found.pattern, hx, cfg.success)
         pattern = found.pattern.with_k(min(k_min, found.pattern.soft_mask.numel()))

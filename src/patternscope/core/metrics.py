@@ -26,13 +26,14 @@ import torch
 
 from ..data.bank import Images, take
 from ..data.image_set import ImageSet
+from ..data.labelled import seeded_sample
 from ..data.loader import default_workers, eval_batches, to_device
 from ..errors import DataError
 from ..runtime import release_free_memory
 from .classifier import Classifier
 from .models import on_device
 from .patterns import Pattern
-from .perceptibility import PerceptibilityMeter, perceptibility
+from .perceptibility import MAX_IMAGES, PerceptibilityMeter, perceptibility
 from .predict import Predictions, predict
 
 TOPK = (1, 3, 5)
@@ -227,6 +228,7 @@ def stream_predictions(
     progress: bool = False,
     desc: str = "evaluate",
     perceive: str | None = None,
+    sample_seed: int = 0,
 ) -> Collected:
     """Predictions of ``model`` on clip(x + delta, 0, 1) for every named delta (``None``: x itself), the
     images read once and streamed: memory is O(batch_size x workers) plus a few numbers per crop
@@ -235,20 +237,23 @@ def stream_predictions(
     ``images``: an ImageSet (``views`` crops per image, decoded by ``workers`` processes; undecodable
     images skipped with a warning) or an N x C x H x W tensor in [0,1] with optional ``labels``.
     ``examples``: crops kept (spread evenly) for figures. ``perceive``: the name of a delta whose
-    perceptibility (PSNR, SSIM, clipped share) is measured on the first crops (``Collected.meter``).
-    Raises :class:`DataError` when no image decodes.
+    perceptibility (PSNR, SSIM, clipped share) is measured on every view of a sample of the images drawn with
+    ``sample_seed`` (:func:`perceived_images`; ``Collected.meter``). Raises :class:`DataError` when no image
+    decodes.
     """
     from tqdm.auto import tqdm
 
     expected = len(images) * views if isinstance(images, ImageSet) else int(images.shape[0])
     wanted = set(_example_order(expected, examples).tolist())
     got = Collected.empty(list(deltas), expected, min(5, model.num_classes))
+    measured = None
     if perceive is not None:
-        got.meter = PerceptibilityMeter()
+        measured, sample = perceived_images(images, labels, views, sample_seed)
+        got.meter = PerceptibilityMeter(sample=sample)
     batches = 0
     bar = tqdm(total=expected, unit="image", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     try:
-        for host, y, skipped in _host_batches(images, labels, model, views, batch_size, workers):
+        for host, y, index, skipped in _host_batches(images, labels, model, views, batch_size, workers):
             got.skipped.extend(skipped)
             bar.update(host.shape[0] + len(skipped) * views)
             n = host.shape[0]
@@ -262,10 +267,10 @@ def stream_predictions(
                 got.top5[name][done] = pred.top5
                 got.confidence[name][done] = pred.confidence
             got.label_buffer[done] = y
-            if got.meter is not None and perceive is not None:
-                perceived = deltas[perceive]
-                if perceived is not None:
-                    got.meter.update(x, perceived)
+            if got.meter is not None and perceive is not None and measured is not None:
+                perceived, keep = deltas[perceive], measured[index].to(x.device)
+                if perceived is not None and bool(keep.any()):
+                    got.meter.update(x[keep], perceived)
             for j in range(n):
                 if got.count + j in wanted:
                     got.examples.append(x[j].float().cpu().clone())  # not a view that keeps the batch
@@ -328,8 +333,25 @@ def evaluate_pattern(
         examples=examples,
         progress=progress,
         perceive="perturbed",
+        sample_seed=seed,
     )
     return _summarise(model, pattern, got, confidence, baselines, views)
+
+
+def perceived_images(
+    images: ImageSet | Images, labels: Sequence[int] | torch.Tensor | None, views: int, seed: int
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Which images the perceptibility is measured on (a boolean mask over the images, every view of each
+    chosen one) and how they were drawn: a seeded sample of at most :data:`MAX_IMAGES` crops
+    (:func:`~patternscope.data.seeded_sample`), class-stratified when any label is known, never a prefix."""
+    n = len(images) if isinstance(images, ImageSet) else int(images.shape[0])
+    known = images.labels() if isinstance(images, ImageSet) else labels
+    y = torch.as_tensor(known, dtype=torch.long) if known is not None else None
+    stratified = y is not None and y.numel() == n and bool((y >= 0).any())
+    chosen = seeded_sample(n, max(1, MAX_IMAGES // max(1, views)), seed, y if stratified else None)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[chosen] = True
+    return mask, {"seed": seed, "stratified": stratified, "of": n}
 
 
 def _host_batches(
@@ -339,20 +361,22 @@ def _host_batches(
     views: int,
     batch_size: int,
     workers: int | None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
-    """(crops, labels, names of skipped images) for each batch of ``images``, streamed from files."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]]:
+    """(crops, labels, the image index of each crop, names of skipped images) for each batch of ``images``,
+    streamed from files."""
     if isinstance(images, ImageSet):
         n_workers = default_workers(model.device) if workers is None else workers
         for b in eval_batches(
             images, model.input_size, views=views, batch_size=batch_size, workers=n_workers, device=model.device
         ):
-            yield b.images, b.labels, b.skipped
+            yield b.images, b.labels, b.image_index, b.skipped
         return
     y = torch.as_tensor(labels, dtype=torch.long) if labels is not None else torch.full((images.shape[0],), -1)
     if y.shape[0] != images.shape[0]:
         raise DataError(f"{y.shape[0]} labels for {images.shape[0]} images")
     for start in range(0, images.shape[0], batch_size):
-        yield take(images, slice(start, start + batch_size)), y[start : start + batch_size], []
+        stop = min(start + batch_size, images.shape[0])
+        yield take(images, slice(start, stop)), y[start:stop], torch.arange(start, stop), []
 
 
 def _example_order(count: int, n: int = 8) -> torch.Tensor:

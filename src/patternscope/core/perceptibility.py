@@ -2,13 +2,14 @@
 and how much of it sits at the budget or is cut by clipping.
 
 PSNR (dB, data range 1) and SSIM (Gaussian window 11, σ 1.5, data range 1) come from torchmetrics and are
-averaged over images; both are measured on the first :data:`MAX_IMAGES` crops of an evaluation, so their
-cost stays bounded on large sets (the norms and the saturated share are exact, from δ alone).
+averaged over images; both are measured on at most :data:`MAX_IMAGES` crops of an evaluation, a seeded
+sample of its images (class-stratified when labels are known; :func:`~patternscope.data.seeded_sample`), so
+their cost stays bounded on large sets (the norms and the saturated share are exact, from δ alone).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,9 +31,11 @@ def pattern_norms(delta: torch.Tensor, eps: float, norm: str) -> dict[str, float
 @dataclass
 class PerceptibilityMeter:
     """Accumulates PSNR, SSIM and the clipped share of clip(x + δ, 0, 1) vs x over batches (at most
-    ``max_images`` images), in O(1) memory."""
+    ``max_images`` images), in O(1) memory. ``sample`` says how the images it is given were chosen (e.g.
+    ``seed``, ``stratified``, ``of``); :meth:`summary` reports it as ``sample_*``."""
 
     max_images: int = MAX_IMAGES
+    sample: dict[str, Any] = field(default_factory=dict)
     n: int = 0
     psnr_sum: float = 0.0
     psnr_min: float = float("inf")
@@ -67,15 +70,17 @@ class PerceptibilityMeter:
         self.values += raw.numel()
 
     def summary(self) -> dict[str, Any]:
-        """Mean PSNR (dB), lowest PSNR, mean SSIM, share of x + δ values clipped to [0,1], and n."""
+        """Mean PSNR (dB), lowest PSNR, mean SSIM, share of x + δ values clipped to [0,1], n, and the sample."""
+        drawn = {f"sample_{k}": v for k, v in self.sample.items()}
         if self.n == 0:
-            return {"n_images": 0}
+            return {"n_images": 0, **drawn}
         return {
             "psnr_db": self.psnr_sum / self.n,
             "psnr_db_min": self.psnr_min,
             "ssim": self.ssim_sum / self.n,
             "clipped_share": self.clipped / self.values,
             "n_images": self.n,
+            **drawn,
         }
 
 

@@ -8,7 +8,7 @@
 - :mod:`~patternscope.data.stream`: :class:`BatchStream`, batches as a pure function of (seed, step);
 - :mod:`~patternscope.data.sources`: resolving ``--data`` specs, disjoint evaluation sets;
 - :mod:`~patternscope.data.datasets`: scikit-learn digits and Fashion-MNIST, offline;
-- :mod:`~patternscope.data.labelled`: labelled sets sized for a model, stratified splits;
+- :mod:`~patternscope.data.labelled`: labelled sets sized for a model, stratified splits, seeded samples;
 - :mod:`~patternscope.data.bank`: :class:`ImageBank`, labelled files read on demand and indexed like a tensor.
 """
 
@@ -16,7 +16,7 @@ from .bank import ImageBank, Images, image_set_of, take
 from .datasets import LabelledData, load_dataset, load_digits, load_fashion_mnist, write_image_tree
 from .image_set import ImageItem, ImageSet, image_folder, tensor_set
 from .images import eval_views, read_image, resize_to, to_channels
-from .labelled import BUILTIN_LABELLED, LabelledImages, open_labelled, stratified_split
+from .labelled import BUILTIN_LABELLED, LabelledImages, open_labelled, seeded_sample, stratified_split
 from .photos import BUNDLED_NAMES, bundled_photos
 from .proxies import PROXY_NAMES, jigsaw_images, noise_images
 from .sources import disjoint_eval_set, open_images, training_sources
@@ -49,6 +49,7 @@ __all__ = [
     "open_labelled",
     "read_image",
     "resize_to",
+    "seeded_sample",
     "stratified_split",
     "take",
     "tensor_set",

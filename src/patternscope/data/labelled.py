@@ -1,7 +1,8 @@
 """Labelled image sets sized for a model: built-in sets (``digits``, ``fashion-mnist``) as tensors, or an
 ImageFolder tree (one sub-folder per class) as an :class:`~patternscope.data.bank.ImageBank` read on
 demand (images of any size or channel count resized whole, never cropped, so a corner trigger survives);
-and the stratified search / held-out split every labelled command uses."""
+the stratified search / held-out split every labelled command uses, and the one seeded sample of a set's
+images that every capped read uses (never a prefix: a class-sorted tree's first images are one class)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,38 @@ def stratified_split(labels: torch.Tensor, holdout: float, seed: int) -> tuple[t
         held.append(idx[:n_held])
         search.append(idx[n_held:])
     return torch.cat(search).sort().values, torch.cat(held).sort().values
+
+
+def seeded_sample(
+    n: int, cap: int, seed: int = 0, labels: torch.Tensor | None = None, *, balanced: bool = False
+) -> torch.Tensor:
+    """Indices of at most ``cap`` of ``n`` items, in increasing order (so streamed reads stay sequential).
+
+    All of them when ``n <= cap``. Else, drawn with ``seed``: without ``labels`` a uniform random sample;
+    with ``labels`` (n class indices, -1 counts as one more class) class-stratified: each class gets its
+    share of ``cap`` in proportion to its count (floors, then one more to the largest remainders, ties to
+    the smaller class), its images chosen at random; ``balanced=True`` takes the classes in turn instead, so
+    every class is represented as evenly as its count allows (small classes whole).
+    """
+    if n <= cap:
+        return torch.arange(n)
+    cap = max(0, cap)
+    gen = torch.Generator().manual_seed(seed)
+    if labels is None:
+        return torch.randperm(n, generator=gen)[:cap].sort().values
+    labels = torch.as_tensor(labels).flatten()
+    if labels.numel() != n:
+        raise DataError(f"{labels.numel()} labels for {n} images")
+    groups = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        groups.append(idx[torch.randperm(idx.numel(), generator=gen)])
+    if balanced:
+        order = [int(g[i]) for i in range(max(len(g) for g in groups)) for g in groups if i < len(g)]
+        return torch.tensor(order[:cap], dtype=torch.long).sort().values
+    quotas = [len(g) * cap / n for g in groups]
+    counts = [int(q) for q in quotas]
+    by_remainder = sorted(range(len(groups)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in by_remainder[: cap - sum(counts)]:
+        counts[i] += 1
+    return torch.cat([g[:k] for g, k in zip(groups, counts, strict=True)]).sort().values

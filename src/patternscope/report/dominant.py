@@ -136,10 +136,21 @@ def perceptibility_body(seen: dict, metrics: dict) -> str:
     items.append(("L2 norm (pixel units)", f"{seen['l2']:.2f}", ""))
     rows = [[k.replace("_", " "), v] for k, v in seen.items()]
     note = (
-        f"PSNR and SSIM on the first {seen.get('n_images', 0)} evaluation crops (torchmetrics; data range 1). "
+        f"PSNR and SSIM on {sample_text(seen.get('n_images', 0), 'evaluation crops', seen, 'sample_')} "
+        "(torchmetrics; data range 1). "
         "Saturated share: values of δ at the budget; clipped share: values of x+δ cut to [0,1]."
     )
     return cards(items) + table(["measure", "value"], rows) + f"<p>{esc(note)}</p>"
+
+
+def sample_text(n: int, what: str, record: dict, prefix: str = "") -> str:
+    """``n`` ``what`` and how they were drawn from the set (``record``'s ``seed``, ``stratified`` and ``of``
+    under ``prefix``); a run from before issue 28 has no record: it read the first ``n``."""
+    if f"{prefix}seed" not in record:
+        return f"the first {n} {what}"
+    kind = "a class-stratified" if record.get(f"{prefix}stratified") else "a"
+    of, seed = record.get(f"{prefix}of"), record[f"{prefix}seed"]
+    return f"{n} {what} of {kind} sample of the {of} images (seed {seed})"
 
 
 def layers_body(layers: dict, png: Path) -> str:
@@ -151,7 +162,8 @@ def layers_body(layers: dict, png: Path) -> str:
         lines.append([c["name"], text, c["follows_delta"][-1], c["follows_x"][-1]])
     caption = (
         "Solid: cos(g(x+δ), g(δ)), the features follow the pattern; dashed: cos(g(x+δ), g(x)), they follow "
-        f"the image; per block, mean over {layers['n_images']} images. The shaded block: where the pattern takes over."
+        f"the image; per block, mean over {sample_text(layers['n_images'], 'images', layers.get('sample') or {})}. "
+        "The shaded block: where the pattern takes over."
     )
     body = figure(png, caption) if png.is_file() else ""
     headers = ["perturbation", "features follow δ more than x", "logits: follows δ", "logits: follows x"]

@@ -19,6 +19,7 @@ from ..core.models import DEFAULT_MODEL, load_model
 from ..core.patterns import Pattern
 from ..core.run_id import RUN_ID_KEY
 from ..data.image_set import ImageSet
+from ..data.labelled import seeded_sample
 from ..data.photos import BUNDLED_NAMES
 from ..data.sources import open_images
 from ..errors import DataError, PatternError, RunDirError
@@ -178,34 +179,41 @@ def evaluate_into(
         d["perturbed_conf"][order].tolist(),
         model.class_names,
     )
-    layers_into(out, model, pattern, evaluation)
+    layers_into(out, model, pattern, evaluation, seed)
     return RunSummary(out=out, pattern=pattern, evaluation=ev, search=search or {})
 
 
-def first_images(images: ImageSet, input_size: tuple[int, ...], n: int) -> torch.Tensor:
-    """The centre crops of the first ``n`` images of ``images`` that decode (N x C x H x W in [0,1])."""
+def sampled_images(
+    images: ImageSet, input_size: tuple[int, ...], n: int, seed: int = 0
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The centre crops (N x C x H x W in [0,1]) of a seeded sample of at most ``n`` images of ``images``
+    (:func:`~patternscope.data.seeded_sample`: class-stratified when the set has labels, never its first
+    images), those that decode, and how the sample was drawn (``seed``, ``n`` crops, ``of`` images,
+    ``stratified``)."""
+    labels = images.labels() if images.has_labels else None
     crops: list[torch.Tensor] = []
-    for i in range(len(images)):
-        if len(crops) == n:
-            break
+    for i in seeded_sample(len(images), n, seed, labels).tolist():
         try:
             crop = images.views(i, input_size, 1)[0]
         except DataError:
             continue
         crops.append(crop.float() / 255.0 if crop.dtype == torch.uint8 else crop)
-    return torch.stack(crops) if crops else torch.empty(0, *input_size)
+    stacked = torch.stack(crops) if crops else torch.empty(0, *input_size)
+    return stacked, {"seed": seed, "n": len(crops), "of": len(images), "stratified": labels is not None}
 
 
-def layers_into(out: Path, model: Classifier, pattern: Pattern, evaluation: ImageSet) -> LayerAnalysis | None:
-    """The layer analysis of ``pattern`` beside random ±ε noise of its norm, on the first
-    :data:`~patternscope.analyses.layers.DEFAULT_IMAGES` evaluation images: ``layers.json`` and
-    ``layers.png`` in ``out`` (nothing when no image decodes)."""
-    images = first_images(evaluation, tuple(model.input_size), DEFAULT_IMAGES)
+def layers_into(
+    out: Path, model: Classifier, pattern: Pattern, evaluation: ImageSet, seed: int = 0
+) -> LayerAnalysis | None:
+    """The layer analysis of ``pattern`` beside random ±ε noise of its norm, on a seeded sample of at most
+    :data:`~patternscope.analyses.layers.DEFAULT_IMAGES` evaluation images (:func:`sampled_images`):
+    ``layers.json`` (with the sample's record) and ``layers.png`` in ``out`` (nothing when no image decodes)."""
+    images, sample = sampled_images(evaluation, tuple(model.input_size), DEFAULT_IMAGES, seed)
     if images.shape[0] == 0:
         return None
     name = str(pattern.meta.get("method") or "pattern")
     analysis = analyze_layers(model, {name: pattern, "random ±ε": random_like(pattern, "sign")}, images)
-    write_json(out / "layers.json", analysis.to_dict())
+    write_json(out / "layers.json", {**analysis.to_dict(), "sample": sample})
     figures.layer_curves(
         out / "layers.png",
         analysis.blocks,

@@ -18,7 +18,6 @@ from ..analyses.classwise import (
     find_classwise_pattern,
     other_classes,
     predictive_power,
-    seeded_subset,
     smallest_k,
     spread_examples,
 )
@@ -31,7 +30,7 @@ from ..core.predict import predicted_class
 from ..core.run_id import without_run_id
 from ..data.bank import Images
 from ..data.images import read_image, resize_to
-from ..data.labelled import stratified_split
+from ..data.labelled import seeded_sample, stratified_split
 from ..errors import DataError
 from ..report import classwise as classwise_report
 from ..report import figures
@@ -176,7 +175,7 @@ def _one_class(
     else:
         canvas, canvas_from = canvas_image, str(opts.canvas)
     ox, _ = other_classes(sx, sy, t)
-    ox = ox[seeded_subset(len(ox), opts.max_search_images, opts.seed + t)]
+    ox = ox[seeded_sample(len(ox), opts.max_search_images, opts.seed + t)]
     found = find_classwise_pattern(
         model, t, ox, canvas, config, progress=progress, checkpoint=folder / "checkpoint.pt", resume=opts.resume
     )
