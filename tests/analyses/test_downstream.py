@@ -25,9 +25,11 @@ def test_backbone_pattern_fools_a_model_trained_for_another_task(head, tiny_mode
     model = build_downstream(tiny_model, 5, config)
     report = train_downstream(model, digits.train_x, y, digits.test_x, yt, config)
     assert report.test_accuracy > 0.8
-    # linear: the backbone is frozen; last-block: the block before the head (here all convs) is trained
+    # linear: the backbone is frozen; last-block: the last block before the head (here the second conv, its
+    # ReLU and pool) is trained, and nothing before it
     same = torch.equal(model.net.features[3].weight, tiny_model.net.features[3].weight)
     assert same == (head == "linear")
+    assert torch.equal(model.net.features[0].weight, tiny_model.net.features[0].weight)
     result = measure_downstream(model, backbone_pattern, digits.test_x, yt)
     # measured here (linear head): 0.18 of the predictions changed vs 0.08 for random noise of the budget
     assert result.transferred >= max(2 * result.random_sign, 0.1), result

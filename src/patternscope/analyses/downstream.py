@@ -2,7 +2,7 @@
 
 The paper's transfer setting: a user takes a pretrained backbone, freezes it, and trains a new head on
 their own task. :func:`build_downstream` makes that model (the backbone's last ``nn.Linear`` replaced
-by a new head; optionally the block before it unfrozen too), :func:`train_downstream` trains it on
+by a new head; optionally the last block before it unfrozen too), :func:`train_downstream` trains it on
 labelled task images, and :func:`measure_downstream` measures the unchanged pattern's fooling ratio on
 it, next to random noise of the same budget and to a pattern searched on the downstream model itself.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.blocks import last_block
 from ..core.classifier import Classifier
 from ..core.metrics import evaluate_pattern
 from ..core.patterns import Pattern
@@ -32,8 +33,8 @@ class DownstreamConfig:
     """Training of the downstream model (pixel space [0,1]).
 
     Args:
-        head: ``linear`` (a new last layer on the frozen backbone) or ``last-block`` (that, plus the
-            trainable module just before it).
+        head: ``linear`` (a new last layer on the frozen backbone) or ``last-block`` (that, plus the last
+            block before it: see :func:`build_downstream`).
         epochs: passes over the task's training images.
         lr: Adam learning rate.
         batch_size: images per step.
@@ -108,30 +109,21 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, last, module)
 
 
-def _block_before(net: nn.Module, head_name: str) -> nn.Module | None:
-    """The last top-level child of ``net`` before the head's that holds a convolution or linear layer
-    (norm-only children such as a final BatchNorm are passed over)."""
-    head_top = head_name.split(".")[0]
-    before = None
-    for name, child in net.named_children():
-        if name == head_top:
-            break
-        if any(isinstance(m, nn.Conv2d | nn.Linear) for m in child.modules()):
-            before = child
-    return before
-
-
 class DownstreamModel(Classifier):
     """A backbone with a new head: ``head_name`` names the replaced last linear layer, ``trainable`` holds
-    the modules training updates (the head, and with ``last-block`` the block before it)."""
+    the modules training updates (the head, and with ``last-block`` the last block before it, whose module
+    names are ``block_names``: see :func:`patternscope.core.blocks.last_block`)."""
 
     head_name: str
+    block_names: list[str]
     trainable: list[nn.Module]
 
 
 def build_downstream(backbone: Classifier, num_classes: int, config: DownstreamConfig) -> DownstreamModel:
     """A copy of ``backbone`` whose last linear layer is a new ``num_classes``-way head (trainable), the
-    rest frozen (``last-block``: the block before the head trainable too)."""
+    rest frozen (``last-block``: the last block before the head trainable too, and nothing else: ResNet's
+    ``layer4[-1]``, VGG's last conv + ReLU + pool, EfficientNet's last MBConv, a ViT's last transformer
+    block; see :func:`patternscope.core.blocks.last_block`)."""
     if num_classes < 2:
         raise PatternError(f"the task needs at least 2 classes, got {num_classes}")
     net = copy.deepcopy(backbone.net)
@@ -148,13 +140,13 @@ def build_downstream(backbone: Classifier, num_classes: int, config: DownstreamC
         weights=None,
     )
     model.head_name = name
-    trainable: list[nn.Module] = [head]
-    if config.head == "last-block":
-        block = _block_before(net, name)
-        if block is None:
-            raise ModelSpecError("the backbone has no block with weights before its last linear layer")
-        trainable.append(block)
-    model.trainable = trainable
+    model.block_names = last_block(net, name) if config.head == "last-block" else []
+    if config.head == "last-block" and not model.block_names:
+        raise ModelSpecError(
+            f"--head last-block: the backbone has no block, convolution or linear layer before its head {name!r}; "
+            "use --head linear"
+        )
+    model.trainable = [head, *(net.get_submodule(b) for b in model.block_names)]
     return model
 
 

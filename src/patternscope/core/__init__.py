@@ -2,6 +2,7 @@
 
 - :mod:`~patternscope.core.classifier`: :class:`Classifier`, the wrapper every search runs on
   (normalisation inside, eval mode, frozen, pass counting, layer taps);
+- :mod:`~patternscope.core.blocks`: a network's blocks, and which one is the last before the head;
 - :mod:`~patternscope.core.models`: :func:`load_model` from a spec string, :func:`list_models`;
 - :mod:`~patternscope.core.patterns`: :class:`Pattern`, an additive δ with its budget, saved as safetensors;
 - :mod:`~patternscope.core.params`: the parametrisations a search optimises (additive, rescaling,
