@@ -128,6 +128,19 @@ def test_hub_models_never_download_by_default(monkeypatch, tmp_path):
     assert model.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
 
 
+def test_hub_models_take_model_kwargs():
+    resnet = load_model("torchvision:resnet18", "none", input_size=(3, 32, 32), model_kwargs={"num_classes": 4})
+    assert resnet.num_classes == 4 and resnet.class_names == [f"class {i}" for i in range(4)]
+    # timm's img_size is the input size (its pretrained_cfg still says 224)
+    vit = load_model(
+        "timm:vit_tiny_patch16_224", "none", model_kwargs={"img_size": 32, "patch_size": 8, "num_classes": 3}
+    )
+    assert vit.input_size == (3, 32, 32) and vit.num_classes == 3
+    with pytest.raises(ModelSpecError, match="model-kwargs") as err:
+        load_model("torchvision:resnet18", "none", model_kwargs={"num_clases": 4})
+    assert "num_clases" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_unknown_layer_lists_close_names(tiny_model):
     with pytest.raises(ModelSpecError, match="no layer"):
         tiny_model.features(torch.rand(1, 1, 16, 16), "featurez")

@@ -92,10 +92,21 @@ def _bundled_weights_file(info: BundledModel) -> Path | None:
     return None
 
 
-def _load_bundled(info: BundledModel, weights: str | None) -> tuple[nn.Module, str]:
+def _build(spec: str, builder: Any, user: dict[str, Any], **fixed: Any) -> nn.Module:
+    """``builder(**fixed, **user)``; a failure with ``user`` keyword arguments (``--model-kwargs``) in one line."""
+    try:
+        return builder(**fixed, **user)
+    except (TypeError, ValueError) as exc:
+        if not user:
+            raise
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelSpecError(f"model {spec!r} cannot be built with --model-kwargs {user} ({first})") from None
+
+
+def _load_bundled(info: BundledModel, weights: str | None, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
     import timm
 
-    net = timm.create_model(info.arch, pretrained=False)
+    net = _build(info.name, timm.create_model, kwargs, model_name=info.arch, pretrained=False)
     if weights == "none":
         return net, "none (random init)"
     if weights is not None:
@@ -207,7 +218,9 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _load_torchvision(name: str, weights: str | None, allow_download: bool) -> tuple[nn.Module, dict[str, Any]]:
+def _load_torchvision(
+    name: str, weights: str | None, allow_download: bool, kwargs: dict[str, Any]
+) -> tuple[nn.Module, dict[str, Any]]:
     import torchvision.models as tvm
 
     try:
@@ -226,7 +239,7 @@ def _load_torchvision(name: str, weights: str | None, allow_download: bool) -> t
             info["input_size"] = (3, int(size), int(size))
         info["class_names"] = default.meta.get("categories")
     if weights is not None:
-        net = builder(weights=None)
+        net = _build(f"torchvision:{name}", builder, kwargs, weights=None)
         if weights != "none":
             _apply_state_dict(net, load_state_dict_file(weights), weights)
         info["weights"] = "none (random init)" if weights == "none" else weights
@@ -239,23 +252,29 @@ def _load_torchvision(name: str, weights: str | None, allow_download: bool) -> t
             f"torchvision:{name} needs its ImageNet weights, which are not on this machine (looked for {cached}). "
             "Pass --weights FILE, --weights none for random weights, or --allow-download"
         )
-    net = builder(weights=default)
+    net = _build(f"torchvision:{name}", builder, kwargs, weights=default)
     info["weights"] = f"torchvision {default}"
     return net, info
 
 
-def _load_timm(name: str, weights: str | None, allow_download: bool) -> tuple[nn.Module, dict[str, Any]]:
+def _load_timm(
+    name: str, weights: str | None, allow_download: bool, kwargs: dict[str, Any]
+) -> tuple[nn.Module, dict[str, Any]]:
     import timm
 
     if not timm.is_model(name):
         raise ModelSpecError(f"timm has no model {name!r}; list them with `patternscope models --all`")
-    net = timm.create_model(name, pretrained=False)
+    net = _build(f"timm:{name}", timm.create_model, kwargs, model_name=name, pretrained=False)
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     info: dict[str, Any] = {
         "mean": tuple(cfg.get("mean", IMAGENET_MEAN)),
         "std": tuple(cfg.get("std", IMAGENET_STD)),
         "input_size": tuple(cfg.get("input_size", (3, 224, 224))),
     }
+    size = kwargs.get("img_size")  # a ViT built for another size: its pretrained_cfg still names the default
+    if isinstance(size, int) or (isinstance(size, (list, tuple)) and len(size) == 2):
+        h, w = (size, size) if isinstance(size, int) else size
+        info["input_size"] = (int(info["input_size"][0]), int(h), int(w))
     if weights is not None:
         if weights != "none":
             _apply_state_dict(net, load_state_dict_file(weights), weights)
@@ -268,7 +287,9 @@ def _load_timm(name: str, weights: str | None, allow_download: bool) -> tuple[nn
             "Pass --weights FILE, --weights none for random weights, or --allow-download"
         )
     overlay = {"file": str(local)} if local is not None else None
-    net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+    net = _build(
+        f"timm:{name}", timm.create_model, kwargs, model_name=name, pretrained=True, pretrained_cfg_overlay=overlay
+    )
     info["weights"] = str(local) if local else f"timm {cfg.get('hf_hub_id') or cfg.get('url')}"
     return net, info
 
@@ -388,7 +409,9 @@ def load_model(
         mean: per-channel mean override, subtracted inside (user models default to none, i.e. 0).
         std: per-channel std override, divided by inside (user models default to 1).
         class_names: names for reports (ImageNet names are filled in for 1,000-class hub models).
-        model_kwargs: keyword arguments for a user class or factory.
+        model_kwargs: keyword arguments for a user class or factory, the torchvision builder or
+            ``timm.create_model`` (bundled and timm models; e.g. ``{"num_classes": 10}``; timm's ``img_size``
+            sets the input size).
         allow_download: let torchvision/timm fetch missing pretrained weights from the internet.
         trust_pickle: allow weights files that need full unpickling (can run code; off by default).
     """
@@ -399,7 +422,7 @@ def load_model(
     prefix, _, name = spec.partition(":")
     if spec in BUNDLED:
         info_b = BUNDLED[spec]
-        net, source = _load_bundled(info_b, weights)
+        net, source = _load_bundled(info_b, weights, model_kwargs or {})
         info: dict[str, Any] = {
             "mean": info_b.mean,
             "std": info_b.std,
@@ -407,9 +430,9 @@ def load_model(
             "weights": source,
         }
     elif prefix == "torchvision" and name:
-        net, info = _load_torchvision(name, weights, allow_download)
+        net, info = _load_torchvision(name, weights, allow_download, model_kwargs or {})
     elif prefix == "timm" and name:
-        net, info = _load_timm(name, weights, allow_download)
+        net, info = _load_timm(name, weights, allow_download, model_kwargs or {})
     else:
         net, info = _load_user(spec, weights, trust_pickle, model_kwargs or {})
     size = tuple(input_size) if input_size is not None else info.get("input_size", (3, 224, 224))
