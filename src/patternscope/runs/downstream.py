@@ -46,6 +46,7 @@ from .options import (
     load_options_model,
     option,
     parse_model_kwargs,
+    recipe_values,
 )
 
 _D = DownstreamConfig()
@@ -69,9 +70,17 @@ class DownstreamOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     )
     pattern: str = option("", help="a run folder or pattern file found on the backbone", metavar="RUN", required=True)
     head: str = option(_D.head, help="what is trained (default {default})", choices=HEADS)
-    epochs: int = option(_D.epochs, help="training epochs (default {default})")
-    lr: float = option(_D.lr, help="Adam learning rate (default {default})")
-    batch_size: int = option(_D.batch_size, help="images per step (default {default})")
+    # None: not given, so --recipe paper may set them (an option given always wins, even at its default value)
+    epochs: int | None = option(
+        None, help=f"training epochs (default {_D.epochs}); --recipe paper: {PAPER_SCHEDULE['epochs']} unless given"
+    )
+    lr: float | None = option(
+        None, help=f"Adam learning rate (default {_D.lr}); --recipe paper: {PAPER_SCHEDULE['lr']} unless given"
+    )
+    batch_size: int | None = option(
+        None,
+        help=f"images per step (default {_D.batch_size}); --recipe paper: {PAPER_SCHEDULE['batch_size']} unless given",
+    )
     holdout: float = option(0.3, help="share of each task class held out (default {default})")
     own_steps: int = option(100, help="steps of the downstream model's own pattern search (0: skip)")
     finetuned: str | None = option(
@@ -89,14 +98,14 @@ class DownstreamOptions(LabelledDataOptions, ModelOptions, OutputFolder):
 
 
 def downstream_config(opts: DownstreamOptions) -> DownstreamConfig:
-    """The training settings of ``opts``: its values, or with ``--recipe paper`` the authors' schedule
-    (:data:`~patternscope.analyses.downstream.PAPER_SCHEDULE`) where the options kept their defaults."""
+    """The training settings of ``opts``: the options given, and for the rest the recipe's: the defaults of
+    :class:`~patternscope.analyses.downstream.DownstreamConfig`, or with ``--recipe paper`` the authors'
+    schedule (:data:`~patternscope.analyses.downstream.PAPER_SCHEDULE`) over them
+    (:func:`~patternscope.runs.options.recipe_values`: a given option always wins)."""
     if opts.recipe not in ("default", "paper"):
         raise PatternError(f"--recipe must be default or paper, got {opts.recipe!r}")
-    if opts.recipe == "default":
-        return config_from(DownstreamConfig, opts)
-    chosen = {k: v for k, v in PAPER_SCHEDULE.items() if not hasattr(opts, k) or getattr(opts, k) == getattr(_D, k)}
-    return config_from(DownstreamConfig, opts, **chosen)
+    settings = {**asdict(_D), **(PAPER_SCHEDULE if opts.recipe == "paper" else {})}
+    return config_from(DownstreamConfig, opts, **recipe_values(opts, settings))
 
 
 @dataclass

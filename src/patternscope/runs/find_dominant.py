@@ -40,6 +40,7 @@ from .options import (
     option,
     parse_crop_scale,
     parse_model_kwargs,
+    recipe_values,
     use_fast_decode,
 )
 
@@ -158,10 +159,12 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         config = config_from(
             kind,
             self,
-            eps=parse_eps(self.eps, self.norm),
-            crop_scale=parse_crop_scale(self.crop_scale),
-            amp=False if self.amp == "off" else self.amp,
-            dominance=kind().dominance if self.dominance is None else self.dominance,
+            **{
+                **recipe_values(self, asdict(kind())),  # options not given (None) take the recipe's value
+                "eps": parse_eps(self.eps, self.norm),
+                "crop_scale": parse_crop_scale(self.crop_scale),
+                "amp": False if self.amp == "off" else self.amp,
+            },
         )
         return config.validate()
 

@@ -15,7 +15,7 @@ options, then its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -102,6 +102,19 @@ def field_default(f: Any) -> Any:
     if f.default_factory is not MISSING:
         return f.default_factory()
     return None
+
+
+def recipe_values(opts: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``settings`` a recipe gives (field name -> value, e.g. a config's ``asdict``) that ``opts`` (a
+    command's options) leaves to it: those that are no field of ``opts``, or a field left None.
+
+    An option a recipe may set defaults to None, "not given" (its help names the value it then takes), so an
+    option given explicitly always wins, even when it equals the default; the same holds whether it was given
+    on the command line, in a config file (whose options become command-line tokens) or to the options
+    dataclass in Python. Pass the result to :func:`~patternscope.core.configs.config_from`.
+    """
+    names = {f.name for f in fields(opts)}
+    return {k: v for k, v in settings.items() if k not in names or getattr(opts, k) is None}
 
 
 def options_from_values(options: type[Any], values: dict[str, Any]) -> Any:
@@ -310,4 +323,5 @@ __all__ = [
     "parse_crop_scale",
     "parse_input_size",
     "parse_model_kwargs",
+    "recipe_values",
 ]
