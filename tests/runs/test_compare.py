@@ -186,3 +186,36 @@ def test_transfer_cli(comparison, tiny_weights, digit_folders, tmp_path, capsys)
     assert code == 0
     assert len(json.loads(capsys.readouterr().out)["fooling"]) == 1
     assert main(["transfer", "--patterns", str(tmp_path / "missing"), "--models", TINY_SPEC]) == 2
+
+
+def _paper_data_argv(out, tiny_weights, *data):
+    return [
+        "compare", "--out", str(out), "--model", TINY_SPEC, "--weights", str(tiny_weights), *data,
+        "--methods", "dominant,sgd-uap-labelled", "--paper-data", "--eps", "0.2", "--budget", "200",
+        "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+
+
+def test_paper_data_refuses_a_labelled_method_without_labelled_data_before_any_work(
+    tiny_weights, digit_folders, tmp_path, capsys
+):
+    """``--paper-data`` gives each method its paper's data, which for the labelled methods carry no labels
+    (bundled photos): without labelled ``--data`` the run stops in one line, exit 2, before it searches or
+    writes anything (it used to run the methods before and fail at the labelled one)."""
+    out = tmp_path / "cmp"
+    data = ["--data", str(digit_folders["train"]), "--eval-data", str(digit_folders["test"])]  # flat: no labels
+    assert main(_paper_data_argv(out, tiny_weights, *data)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("patternscope: error:")
+    assert "sgd-uap-labelled" in err and "labelled" in err and "--data" in err
+    assert not out.exists()
+
+
+def test_paper_data_gives_a_labelled_method_the_runs_labelled_data(tiny_weights, digit_folders, tmp_path):
+    """With a labelled ``--data`` tree, the labelled method searches on it (its paper's data have no labels);
+    the label-free one still gets its paper's data."""
+    out = tmp_path / "cmp"
+    assert main(_paper_data_argv(out, tiny_weights, "--data", str(digit_folders["test"]))) == 0
+    rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert rows["sgd-uap-labelled"]["setting"] == "data-dependent" and "test" in rows["sgd-uap-labelled"]["data"]
+    assert "bundled photos" in rows["dominant"]["data"] and rows["dominant"]["error"] is None

@@ -184,6 +184,22 @@ def make_config(recipe: Recipe, config: UAPConfig | None, overrides: dict[str, A
     return config
 
 
+def labelled_sources(sources: Sequence[ImageSet | str]) -> bool:
+    """Whether every source is an image set with a label for each image (a proxy name has none)."""
+    return bool(sources) and all(isinstance(s, ImageSet) and s.has_labels for s in sources)
+
+
+def search_sources(recipe: Recipe, data: DataSpec) -> list[ImageSet | str]:
+    """The opened sources ``data`` (or the recipe's default data when None) stands for, without a model (to
+    check them before any work; :func:`make_stream` builds the batches from the same sources)."""
+    if isinstance(data, BatchStream):
+        return list(data.sources)
+    if data is None:
+        data = list(recipe.default_data)
+    specs = [data] if isinstance(data, (str, Path, ImageSet, torch.Tensor, ImageBank)) else list(data)
+    return training_sources(specs)
+
+
 def setting_of(recipe: Recipe, config: UAPConfig, stream: BatchStream | None) -> str:
     """``data-dependent`` (uses labels), ``data-free`` (no images, or generated proxies only) or
     ``label-free`` (real images, no labels)."""
@@ -218,7 +234,7 @@ def make_stream(recipe: Recipe, config: UAPConfig, model: Classifier, data: Data
     if not specs:
         raise PatternError(f"{recipe.name} needs data; give images or a proxy such as jigsaw")
     stream = BatchStream(training_sources(specs), model.input_size, seed=config.seed, crop_scale=config.crop_scale)
-    if recipe.labelled(config) and not all(isinstance(s, ImageSet) and s.has_labels for s in stream.sources):
+    if recipe.labelled(config) and not labelled_sources(stream.sources):
         raise PatternError(
             f"{recipe.name} with labels needs labelled images (an ImageFolder tree) for every --data source; "
             "or use its label-free variant"

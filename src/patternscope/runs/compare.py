@@ -33,9 +33,18 @@ from ..core.run_id import without_run_id
 from ..data.image_set import ImageSet
 from ..data.sources import open_images
 from ..data.stream import BatchStream
-from ..errors import PatternError, PatternscopeError, RunDirError
+from ..errors import DataError, PatternError, PatternscopeError, RunDirError
 from ..methods import LABEL_FREE_METHODS, METHODS, UAPConfig, find_pattern, get_recipe
-from ..methods.recipe import DataSpec, Recipe, make_config, make_stream, setting_of, steps_for_budget
+from ..methods.recipe import (
+    DataSpec,
+    Recipe,
+    labelled_sources,
+    make_config,
+    make_stream,
+    search_sources,
+    setting_of,
+    steps_for_budget,
+)
 from ..report import compare as compare_report
 from ..report import figures
 from .command import Command, indented_json
@@ -103,7 +112,8 @@ class CompareConfig:
             third), so methods with different batch sizes and costs get equal compute.
         seed: shared by every method.
         settings: per-method overrides of their settings, e.g. ``{"sgd-uap": {"beta": 9}}``.
-        paper_data: give each data-using method its own paper's default data instead of the shared data.
+        paper_data: give each data-using method its own paper's default data instead of the shared data
+            (a labelled method keeps the shared data, which must be labelled: :func:`method_data`).
         amp: mixed precision: ``off``, ``bf16`` or ``fp16``.
         eval_views: evaluation crops per image (1, 2, 5 or 10).
         eval_batch_size: evaluation batch size.
@@ -197,6 +207,36 @@ class Comparison:
         }
 
 
+def method_data(recipe: Recipe, method_config: UAPConfig, config: CompareConfig, shared: DataSpec) -> DataSpec:
+    """One method's search data: the data every method shares, or with ``config.paper_data`` (or a range
+    prior) its paper's own (:attr:`~patternscope.methods.recipe.Recipe.papers_data`). A labelled method keeps
+    the shared data even then: its paper searched on labelled images, and the proxies standing for them here
+    (the bundled photos) carry no labels; :func:`check_method_data` makes sure the shared data have them."""
+    own = config.paper_data or getattr(method_config, "prior", None) == "range"
+    if not own or recipe.labelled(method_config):
+        return shared
+    return list(recipe.papers_data) or None
+
+
+def check_method_data(configs: dict[str, UAPConfig], config: CompareConfig, shared: DataSpec) -> None:
+    """Raise :class:`~patternscope.errors.DataError` naming the labelled methods whose search data
+    (:func:`method_data`) carry no labels, before any search or file (they would fail at their turn)."""
+    missing = []
+    for name, method_config in configs.items():
+        recipe = get_recipe(name)
+        if not (recipe.labelled(method_config) and recipe.uses_data(method_config)):
+            continue
+        if not labelled_sources(search_sources(recipe, method_data(recipe, method_config, config, shared))):
+            missing.append(name)
+    if missing:
+        paper = " (--paper-data too: their papers' data here carry no labels)" if config.paper_data else ""
+        raise DataError(
+            f"{', '.join(missing)} {'needs' if len(missing) == 1 else 'need'} labelled search images{paper}: "
+            "give --data an ImageFolder tree "
+            "(one sub-folder per class), or use the label-free variant"
+        )
+
+
 def compare_patterns(
     model: Classifier,
     data: DataSpec = None,
@@ -232,12 +272,13 @@ def compare_patterns(
     """
     config = config or CompareConfig()
     configs = config.method_configs()
+    shared = list(DEFAULT_DATA) if data is None else data
+    check_method_data(configs, config, shared)
     ctx = distributed.current()
     if device is not None:
         model = model.to(resolve_device(device))
     evaluation = open_images(eval_data)
     use_fast_decode([evaluation], config.fast_decode)
-    shared = list(DEFAULT_DATA) if data is None else data
     root = Path(out) if out is not None else None
     eps = parse_eps(config.eps, config.norm)
     log(
@@ -258,8 +299,7 @@ def compare_patterns(
         if ctx.is_main and folder is not None:
             folder.mkdir(exist_ok=True)
         # the same search data for every method, unless asked for each paper's own (or a range prior)
-        own = config.paper_data or getattr(method_config, "prior", None) == "range"
-        stream = make_stream(recipe, method_config, model, (list(recipe.papers_data) or None) if own else shared)
+        stream = make_stream(recipe, method_config, model, method_data(recipe, method_config, config, shared))
         if stream is not None:
             use_fast_decode(stream.sources, config.fast_decode)
         row = MethodRow(
@@ -511,17 +551,18 @@ def compare_methods(
         log = log if ctx.is_main else (lambda _msg: None)
         progress = progress and ctx.is_main
     config = opts.config()
-    config.method_configs()  # every method's settings are checked before anything slow runs
+    configs = config.method_configs()  # every method's settings are checked before anything slow runs
     model_kwargs = parse_model_kwargs(opts.model_kwargs)
+    if sources is None:
+        shared_data = list(opts.data) if opts.data else list(DEFAULT_DATA)
+        sources = resolve_data(shared_data, opts.eval_data, opts.holdout, opts.seed)
+    train, evaluation = sources
+    check_method_data(configs, config, list(train))  # and every method's data, before the folder is written
     distributed.on_main(lambda: _prepare_compare_dir(Path(opts.out), opts), ctx)
     out = Path(opts.out)
     device = resolve_device(opts.device)
     if model is None:
         model = load_options_model(opts, device, model_kwargs)
-    if sources is None:
-        shared_data = list(opts.data) if opts.data else list(DEFAULT_DATA)
-        sources = resolve_data(shared_data, opts.eval_data, opts.holdout, opts.seed)
-    train, evaluation = sources
     if ctx.is_main:
         write_run_config(out, COMMAND.name, opts)
     return compare_patterns(
