@@ -36,3 +36,18 @@ def headless_browser():
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def out_of_place(model):
+    """A copy of a Classifier whose modules never work in place (``inplace=False`` wherever there is the
+    flag): the reference for what a tap on the original should read."""
+    import copy
+
+    from patternscope.core.classifier import Classifier
+
+    net = copy.deepcopy(model.net)
+    for module in net.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
+    mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
+    return Classifier(net, mean=mean, std=std, input_size=model.input_size)

@@ -3,25 +3,13 @@ each block's entry is the block's own output, as on the same network with every 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torchvision
+from helpers import out_of_place
 
 from patternscope.analyses.layers import analyze_layers
 from patternscope.core.classifier import Classifier
-
-
-def out_of_place(model: Classifier) -> Classifier:
-    """A copy of ``model`` whose modules never work in place (``inplace=False`` wherever there is the flag)."""
-    net = copy.deepcopy(model.net)
-    for module in net.modules():
-        if getattr(module, "inplace", False):
-            module.inplace = False
-    return Classifier(
-        net, mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist(), input_size=model.input_size
-    )
 
 
 def test_resnet_blocks_are_recorded_before_the_in_place_relu():
