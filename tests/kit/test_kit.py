@@ -128,3 +128,14 @@ def test_new_trigger_kinds_change_what_they_say():
     warped = warp.apply(bars)
     assert warped.shape == bars.shape and 0.02 < float((warped - bars).abs().mean()) < 0.5
     assert float((WarpTrigger(1e-4).apply(bars) - bars).abs().max()) < 1e-2  # a tiny field barely moves pixels
+
+
+@pytest.mark.parametrize("net_class", ["TinyResNet", "MLP"])
+def test_more_kit_architectures_train_on_digits(net_class, digit_data):
+    """The residual CNN (batch norm, in-place ReLU) and the MLP the backdoor benchmarks confirm on learn digits."""
+    import patternscope.kit as kit
+
+    net = getattr(kit, net_class)(size=16, classes=10)
+    trained = kit.train_classifier(net, digit_data.train_x, digit_data.train_y, kit.TrainConfig(epochs=2, seed=0))
+    assert kit.accuracy(trained, digit_data.test_x, digit_data.test_y) > 0.8
+    assert not trained.training and trained.input_size == (1, 16, 16)

@@ -1,6 +1,7 @@
 """Real labelled image sets that install offline, as tensors in [0,1] pixel space.
 
 - ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (always there with scikit-learn), upsampled.
+- ``glyphs``: 26 capital letters rendered from matplotlib's bundled fonts (generated, :mod:`.glyphs`).
 - ``fashion-mnist``: the full Fashion-MNIST (60,000 train + 10,000 test, 28x28 grey) from Debian's
   ``dataset-fashion-mnist`` package (``apt-get install dataset-fashion-mnist``), or any folder holding
   the four IDX ``.gz`` files (``$PATTERNSCOPE_FASHION_MNIST`` or ``root=``).
@@ -125,13 +126,25 @@ def load_fashion_mnist(root: str | Path | None = None, train_limit: int | None =
     return LabelledData(*parts["train"], *parts["test"], FASHION_MNIST_CLASSES, "fashion-mnist")
 
 
+def load_glyphs(
+    train: int = 20000, test: int = 10400, size: int = 28, classes: int = 26, seed: int = 0
+) -> LabelledData:
+    """``glyphs``: capital letters rendered from matplotlib's bundled fonts (:mod:`.glyphs`), generated, 1 x
+    ``size`` x ``size`` in [0,1]; ``classes`` letters from A (26: A-Z)."""
+    from .glyphs import GLYPH_CLASSES, glyph_split
+
+    return LabelledData(*glyph_split(train, test, size, classes, seed), GLYPH_CLASSES[:classes], "glyphs")
+
+
 def load_dataset(name: str, **kwargs: object) -> LabelledData:
-    """``digits`` or ``fashion-mnist`` by name."""
+    """``digits``, ``fashion-mnist`` or ``glyphs`` by name."""
     if name == "digits":
         return load_digits(**kwargs)  # type: ignore[arg-type]
     if name in ("fashion-mnist", "fashion_mnist"):
         return load_fashion_mnist(**kwargs)  # type: ignore[arg-type]
-    raise DataError(f"unknown data set {name!r}; choose digits or fashion-mnist")
+    if name == "glyphs":
+        return load_glyphs(**kwargs)  # type: ignore[arg-type]
+    raise DataError(f"unknown data set {name!r}; choose digits, fashion-mnist or glyphs")
 
 
 def write_image_tree(

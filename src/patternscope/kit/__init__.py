@@ -4,7 +4,7 @@ What the class-wise pattern and backdoor-scan experiments need to build their th
 backdoored, adversarially trained) on real data; useful on its own for making test models.
 """
 
-from .nets import LeNet5, SmallCNN
+from .nets import MLP, LeNet5, SmallCNN, TinyResNet
 from .poison import (
     BlendTrigger,
     PatchTrigger,
@@ -18,12 +18,14 @@ from .poison import (
 from .train import TrainConfig, accuracy, pgd_attack, train_classifier
 
 __all__ = [
+    "MLP",
     "BlendTrigger",
     "LeNet5",
     "PatchTrigger",
     "PoisonedData",
     "ScatterTrigger",
     "SmallCNN",
+    "TinyResNet",
     "TrainConfig",
     "Trigger",
     "WarpTrigger",
