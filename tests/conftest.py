@@ -22,6 +22,16 @@ from tiny_models import TinyCNN
 from patternscope.core.classifier import Classifier
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Caches the library keeps across runs (finished reference scans) go to a temporary folder, never the
+    user's home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PATTERNSCOPE_CACHE", str(tmp_path_factory.mktemp("patternscope-cache")))
+    yield
+    mp.undo()
+
+
 @dataclass
 class Digits:
     train_x: torch.Tensor  # N x 1 x 16 x 16 in [0,1]

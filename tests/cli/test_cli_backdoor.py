@@ -70,6 +70,14 @@ def test_scan_cli_flags_the_backdoor_and_saves_the_trigger(tmp_path, weights, rg
     assert len(payload["classes"]) == 10 and payload["classes"][backdoored.target]["flagged"]
     for name in ("scan.json", "scan.txt", "gallery.png", "config.json", f"trigger_class{backdoored.target}.png"):
         assert (out / name).is_file(), name
+    # numeric class folders: a class is named once ("class 7"), never "7 (7)" or "class 7 class 7" (issue 32)
+    t = backdoored.target
+    html = (out / "report.html").read_text()
+    for text in (payload["verdict"], (out / "scan.txt").read_text(), html):
+        assert f"class {t}" in text and f"{t} ({t})" not in text and f"class {t} class {t}" not in text
+    assert f"{t} class {t}" not in html and "0 class 0" not in html
+    assert f'<div class="v">class {t}</div><div class="l">flagged</div>' in html  # the tile names the class
+    assert payload["decision"]["basis"]["classes"] == 10 and payload["decision"]["basis"]["mode"] == "self"
     trigger = ClasswisePattern.load(out / "classes" / f"{backdoored.target:03d}")
     data = backdoored.data
     keep = data.train_y != backdoored.target
@@ -240,10 +248,12 @@ def test_scan_cli_runs_neural_cleanse_beside_it(tmp_path, weights, rgb_tree, cap
 
 @pytest.mark.slow
 def test_scan_cli_reference_mode_and_first_release_rule(tmp_path, weights, rgb_tree, backdoored, capsys):
-    """--reference with a clean model's weights scans it first (into references/) and decides in reference mode;
-    its finished scan folder then serves as a reference by itself; --rule mad gives the first release's rule."""
+    """--reference with a clean model's weights scans it once into the reference cache and decides in reference
+    mode; a later run with the same reference and data reuses that finished scan (no second scan), and the
+    finished scan folder serves as a reference by itself; --rule mad gives the first release's rule."""
     out = tmp_path / "ref"
-    args = ["scan", "--data", str(rgb_tree), "--steps", "200", "--quiet"]
+    cache = tmp_path / "cache"
+    args = ["scan", "--data", str(rgb_tree), "--steps", "200", "--quiet", "--reference-cache", str(cache)]
     code = main([*args, "--out", str(out), "--reference", str(weights["clean"]), *_model_args(weights["backdoored"])])
     assert code == EXIT_OK, capsys.readouterr().err
     payload = json.loads((out / "scan.json").read_text())
@@ -253,10 +263,19 @@ def test_scan_cli_reference_mode_and_first_release_rule(tmp_path, weights, rgb_t
     assert row["verified_stamp"] > 0.8 and row["smallest_l2"] is not None
     trigger = payload["triggers"][str(backdoored.target)]
     assert (out / trigger["additive_image"]).is_file() and trigger["verified_stamp"] == row["verified_stamp"]
-    reference = out / "references" / "clean"
-    assert (reference / "scan.json").is_file()
+    (first,) = payload["references"]
+    reference = first["folder"]
+    assert first["source"] == "scanned" and (cache / reference.split("/")[-1] / "scan.json").is_file()
+    reused = tmp_path / "reused"
+    clean_reference = ["--reference", str(weights["clean"])]
+    code = main([*args, "--out", str(reused), *clean_reference, *_model_args(weights["backdoored"])])
+    assert code == EXIT_OK
+    second = json.loads((reused / "scan.json").read_text())
+    assert second["references"][0]["source"] == "cache" and second["references"][0]["folder"] == reference
+    assert second["references"][0]["seconds"] < 0.2 * first["seconds"]  # read back, not scanned again
+    assert second["decision"]["statistic"] == pytest.approx(payload["decision"]["statistic"])
     again = tmp_path / "again"
-    code = main([*args, "--out", str(again), "--reference", str(reference), *_model_args(weights["backdoored"])])
+    code = main([*args, "--out", str(again), "--reference", reference, *_model_args(weights["backdoored"])])
     assert code == EXIT_OK
     assert json.loads((again / "scan.json").read_text())["decision"]["statistic"] == pytest.approx(
         payload["decision"]["statistic"]

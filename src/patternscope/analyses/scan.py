@@ -52,7 +52,7 @@ from .classwise import (
     smallest_k,
     success_at_k,
 )
-from .scan_decision import SIGNALS, Decision, decide_backdoor
+from .scan_decision import MIN_FPR, SIGNALS, Decision, class_label, decide_backdoor, named_calibration
 
 RULES = ("calibrated", "mad")
 
@@ -78,8 +78,12 @@ class ScanConfig:
         seed: fixes the split, the subsets and every batch.
         additive: also search the additive signal (off: stamp only).
         additive_steps: Adam steps of each class's additive search.
-        rule: ``calibrated`` (both signals, a clean-model null, a stated false-positive rate) or ``mad``.
+        rule: ``calibrated`` (both signals, a null fitted to the model's own classes or, in reference mode, to
+            the ratios against clean references; a stated false-positive rate per model) or ``mad``.
         fpr: ``rule="calibrated"``: the false-positive rate the verdict is held to (per scanned model).
+        calibration: ``rule="calibrated"``: None (the default: each signal's spread is the model's own), or the
+            name of a shipped pilot calibration or a JSON file of one (:func:`.scan_decision.calibrate`): the
+            pilots' spread instead, a tighter test that holds only for models like the pilots.
     """
 
     steps: int = 300
@@ -99,12 +103,15 @@ class ScanConfig:
     additive_steps: int = 60
     rule: str = "calibrated"
     fpr: float = 0.05
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise DataError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
-        if not 0 < self.fpr < 1:
-            raise DataError(f"the false-positive rate must be in (0, 1), got {self.fpr}")
+        if not MIN_FPR <= self.fpr < 1:
+            raise DataError(f"the false-positive rate must be in [{MIN_FPR:g}, 1), got {self.fpr}")
+        if self.calibration is not None:
+            named_calibration(self.calibration, None)  # a known name or a readable file, checked before work
         if self.additive_steps < 1:
             raise DataError(f"additive steps must be >= 1, got {self.additive_steps}")
         if not 0 < self.success <= 1:
@@ -158,6 +165,12 @@ class ClassRow:
     score: float | None = None
     evidence: str | None = None
 
+    def reached(self, name: str, pixels: int, success: float) -> bool:
+        """Whether signal ``name``'s search reached the target success (else its value is a cap)."""
+        if name == "stamp":
+            return self.smallest_k <= pixels
+        return self.success_additive is not None and self.success_additive >= success
+
     def signal(self, name: str) -> float:
         """The value of signal ``name`` (``stamp``: pixels, ``additive``: L2 norm)."""
         value = float(self.smallest_k) if name == "stamp" else self.smallest_l2
@@ -190,14 +203,16 @@ class ScanReport:
         d = self.decision
         if d is None and self.config.get("rule") == "calibrated":
             return f"undecided: the calibrated rule compares at least 3 classes, this scan has {len(self.rows)}"
+        basis = "" if d is None else f"{d.mode} mode, null fitted over {len(self.rows)} classes, FPR {d.fpr:g}"
         if not self.flagged:
             if d is None:
                 return "no backdoor found"
-            return f"no backdoor found (p = {d.p_value:.3g} under the clean null, {d.mode} mode, FPR {d.fpr:g})"
-        names = ", ".join(f"{r.target} ({r.name})" for r in self.rows if r.flagged)
+            return f"no backdoor found (p = {d.p_value:.3g}; {basis})"
+        names = ", ".join(class_label(r.target, r.name) for r in self.rows if r.flagged)
+        what = "class" if len(self.flagged) == 1 else "classes"
         if d is None:
-            return f"backdoored: class {names}"
-        return f"backdoored: class {names}; confidence {d.confidence:.3f} (p = {d.p_value:.3g}, {d.mode} mode)"
+            return f"backdoored: {what} {names}"
+        return f"backdoored: {what} {names}; p = {d.p_value:.3g}, confidence {d.confidence:.3f} ({basis})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -243,7 +258,15 @@ def decide(
                 f"{max(r.target for r in rows)} (a full scan of each reference model)"
             )
         ref = {s: [reference[s][r.target] for r in rows] for s in config.signals}
-    decision = decide_backdoor(signals, config.fpr, ref, classes=[r.target for r in rows])
+    capped = {s: [not r.reached(s, pixels, config.success) for r in rows] for s in config.signals}
+    decision = decide_backdoor(
+        signals,
+        config.fpr,
+        ref,
+        calibration=named_calibration(config.calibration, "self" if ref is None else "reference"),
+        classes=[r.target for r in rows],
+        capped=capped,
+    )
     for row, score in zip(rows, decision.class_scores, strict=True):
         row.score = round(score, 3)
         row.flagged = row.target in decision.flagged
@@ -369,7 +392,7 @@ def scan_model(
             continue
         t0 = time.perf_counter()
         if not (sy == t).any():
-            raise DataError(f"no images of class {t} ({names[t]}) to take a canvas from")
+            raise DataError(f"no images of class {class_label(t, names[t])} to take a canvas from")
         canvas_i = int(canvases[t])
         ox, _ = other_classes(sx, sy, t)
         ox = ox[seeded_sample(len(ox), cfg.max_search_images, cfg.seed + t)]
@@ -420,7 +443,7 @@ def scan_model(
         if log is not None:
             norm = f", smallest additive L2 {row.smallest_l2:.3g}" if row.smallest_l2 is not None else ""
             log(
-                f"class {t} ({names[t]}): smallest k {k_min} px for {cfg.success:.0%}{norm}, "
+                f"class {class_label(t, names[t])}: smallest k {k_min} px for {cfg.success:.0%}{norm}, "
                 f"{power.k} px: {power.success:.1%}"
             )
     _, h, w = model.input_size
@@ -474,7 +497,7 @@ def format_scan(report: ScanReport) -> str:
     head += f" {'index':>6} {'score':>6}  flag"
     lines = [head, "-" * len(head)]
     for r in report.rows:
-        label = f"{r.target} {r.name}"[:18]
+        label = class_label(r.target, r.name)[:18]
         k_min = f"{r.smallest_k}" if r.smallest_k <= report.pixels else ">all"
         line = (
             f"{label:<18} {r.k_fixed:>5} {r.success_fixed:>8.1%} {r.clean_rate:>6.1%} {k_min:>6} "
@@ -490,11 +513,22 @@ def format_scan(report: ScanReport) -> str:
     d = report.decision
     if d is not None:
         lines.append(
-            f"statistic {d.statistic:.2f} (class {d.top_class}) vs threshold {d.threshold:.2f} for FPR {d.fpr:g}; "
-            f"calibration: {d.calibration.get('source', '?')}"
+            f"p = {d.p_value:.3g} (class {d.top_class}, score {d.statistic:.2f}; flagged above {d.threshold:.2f} "
+            f"per signal for FPR {d.fpr:g} per model)"
         )
+        lines += basis_lines(d)
     lines.append(f"verdict: {report.verdict}")
     return "\n".join(lines)
+
+
+def basis_lines(decision: Decision) -> list[str]:
+    """What the verdict's false-positive rate rests on, as text lines (and where this model is outside it)."""
+    b = decision.basis
+    if b is None:
+        return []
+    lines = [f"null: {b.null}", f"spread from: {b.spread_from}", f"assumes: {b.assumes}", f"checked on: {b.checked}"]
+    lines += [f"outside the promise: {note}" for note in b.outside]
+    return lines
 
 
 def _rate(value: float | None) -> str:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -149,6 +150,19 @@ class ImageBank:
     def indices(self) -> torch.Tensor:
         """Positions of this view's images in the source set (N, int64)."""
         return self._index
+
+    def file_keys(self) -> list[str]:
+        """Per image of this view, a key of its source: a file's resolved path, size and modification time (not
+        its bytes), else the item's identity (e.g. a tensor's digest)."""
+        out = []
+        for i in self._index.tolist():
+            item = self._store.source.items[i]
+            key = item.identity()
+            if isinstance(item.source, Path):
+                stat = item.source.stat()
+                key += f"|{stat.st_size}:{stat.st_mtime_ns}"
+            out.append(key)
+        return out
 
     @property
     def cached_bytes(self) -> int:

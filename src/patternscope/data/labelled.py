@@ -1,4 +1,4 @@
-"""Labelled image sets sized for a model: built-in sets (``digits``, ``fashion-mnist``) as tensors, or an
+"""Labelled image sets sized for a model: built-in sets (``digits``, ``fashion-mnist``, ``glyphs``) as tensors, or an
 ImageFolder tree (one sub-folder per class) as an :class:`~patternscope.data.bank.ImageBank` read on
 demand (images of any size or channel count resized whole, never cropped, so a corner trigger survives);
 the stratified search / held-out split every labelled command uses, and the one seeded sample of a set's
@@ -17,7 +17,7 @@ from .datasets import load_dataset
 from .image_set import ImageSet, image_folder
 from .images import resize_to
 
-BUILTIN_LABELLED = ("digits", "fashion-mnist")
+BUILTIN_LABELLED = ("digits", "fashion-mnist", "glyphs")
 
 
 @dataclass

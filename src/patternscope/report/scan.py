@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..analyses.scan_decision import class_label
 from . import figures
 from .html import cards, esc, figure, pct, section, table
 from .page import Page, RunFolder, model_line, read_json
@@ -13,21 +14,22 @@ def build(run: RunFolder) -> Page:
     cfg = data["config"]
     rows = data["classes"]
     flagged = set(data["flagged"])
-    names = [f"{r['target']} {r['name']}" for r in rows]
+    names = [class_label(r["target"], r["name"]) for r in rows]
     tone = "bad" if data["backdoored"] else "good"
     decision = data.get("decision")
     additive = any(r.get("smallest_l2") is not None for r in rows)
     verdict = f'<p><span class="verdict {tone}">{esc(data["verdict"])}</span></p>'
     verdict += f"<p>{esc(model_line(data.get('model')))}</p>"
+    label_of = {r["target"]: class_label(r["target"], r["name"]) for r in rows}
     tiles = [
-        ("classes flagged", ", ".join(str(c) for c in sorted(flagged)) or "none", tone),
+        ("flagged", ", ".join(f"class {label_of.get(c, c)}" for c in sorted(flagged)) or "none", tone),
         ("median smallest stamp", f"{data['median_k']:g} px of {data['pixels']}", ""),
         ("scan time", f"{data['seconds']:.1f} s", ""),
     ]
     if decision:
         tiles[1:1] = [
             ("p-value (clean null)", f"{decision['p_value']:.3g}", tone),
-            ("mode", decision["mode"], ""),
+            ("mode", f"{decision['mode']}, {len(rows)} classes", ""),
         ]
     verdict += cards(tiles)
     flagged_rows = [i for i, r in enumerate(rows) if r["flagged"]]
@@ -77,19 +79,27 @@ def build(run: RunFolder) -> Page:
     body = table(head, body_rows, flagged=flagged_rows)
     if decision:
         typical = (
-            "the same class's in the reference clean models"
+            "its ratio to the same class in the reference clean models"
             if decision["mode"] == "reference"
-            else "the median class's"
+            else "its size"
         )
         rule = (
-            f"Each class is scored on {' and '.join(decision['signals'])} by how many times smaller its pattern is "
-            f"than {typical} (log ratio over the signal's clean spread); "
-            f"the model's statistic {decision['statistic']:.2f} "
-            f"(class {decision['top_class']}) is compared with a Gumbel null fitted on "
-            f"{decision['calibration'].get('source', 'clean models')}: flagged above {decision['threshold']:.2f}, "
-            f"the {decision['fpr']:g} false-positive level. 'Verified' is the attack success of the cut pattern on "
-            "held-out images that did not choose its size."
+            f"Each class is scored on {' and '.join(decision['signals'])} by how far {typical} lies below the "
+            "model's other classes (log scale, in units of their spread); each class's p-value is the chance that "
+            "the most extreme class of a clean model with as many classes scores as high, and classes with "
+            f"p ≤ {decision['fpr']:g} are flagged (score above {decision['threshold']:.2f}). 'Verified' is the "
+            "attack success of the cut pattern on held-out images that did not choose its size."
         )
+        basis = decision.get("basis")
+        if basis:
+            facts = [
+                ["null", basis["null"]],
+                ["spread from", basis["spread_from"]],
+                ["assumes", basis["assumes"]],
+                ["checked on", basis["checked"]],
+            ]
+            facts += [["outside the promise", note] for note in basis["outside"]] or [["outside the promise", "no"]]
+            verdict += "<h3>What this verdict rests on</h3>" + table(["", ""], facts)
     else:
         rule = (
             "A class is flagged when its smallest pattern is an outlier "
@@ -107,7 +117,6 @@ def build(run: RunFolder) -> Page:
             "gallery", "Gallery", figure(path / "gallery.png", "Learned mask and smallest pattern of every class.")
         ),
     ]
-    name_of = {r["target"]: n for r, n in zip(rows, names, strict=True)}
     for t in sorted(flagged):
         row = next(r for r in rows if r["target"] == t)
         evidence = (
@@ -126,7 +135,7 @@ def build(run: RunFolder) -> Page:
         sections.append(
             section(
                 f"trigger-{t}",
-                f"Recovered trigger of class {name_of.get(t, t)}",
+                f"Recovered trigger of class {label_of.get(t, t)}",
                 parts,
                 evidence + "Use it as a trigger: classes/NNN/pattern.safetensors (stamp) and "
                 "classes/NNN/additive/pattern.safetensors (additive) load with patternscope's API.",

@@ -11,40 +11,21 @@ from typing import Any
 
 from ..analyses.classwise import other_classes, spread_examples
 from ..analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from ..analyses.scan import (
-    RULES,
-    ScanConfig,
-    ScanReport,
-    check_scan_config,
-    combine_references,
-    format_scan,
-    scan_model,
-    scan_reference,
-)
+from ..analyses.scan import RULES, ScanConfig, ScanReport, check_scan_config, format_scan, scan_model
+from ..analyses.scan_decision import class_label
 from ..core import distributed
 from ..core.atomic import write_json
 from ..core.classifier import Classifier
 from ..core.configs import config_from
-from ..core.models import resolve_device
 from ..core.predict import predicted_class
 from ..data.labelled import LabelledImages, stratified_split
-from ..errors import DataError
 from ..report import figures
 from ..report import scan as scan_report
 from .command import Command
 from .folders import prepare_run_dir, share_run_id, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
-from .options import (
-    LABELLED_HELP,
-    LabelledDataOptions,
-    ModelOptions,
-    OutputFolder,
-    comma_list,
-    load_options_model,
-    option,
-    parse_classes,
-    parse_model_kwargs,
-)
+from .options import LABELLED_HELP, LabelledDataOptions, ModelOptions, OutputFolder, comma_list, option, parse_classes
+from .reference_scans import ReferenceRecord, check_references, reference_values
 
 _S = ScanConfig()
 _NC = NeuralCleanseConfig()
@@ -66,17 +47,31 @@ class ScanOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     top_k: float = option(_S.top_k, help="fixed pattern size column (default {default})")
     rule: str = option(
         _S.rule,
-        help="calibrated: both signals against a null fitted on clean models, at --fpr; mad: the first "
+        help="calibrated: both signals against a null fitted to the model's own classes (or, with --reference, to "
+        "the ratios against clean reference models), at --fpr per model, any class count; mad: the first "
         "release's rule (stamp only, --threshold and --max-ratio) (default {default})",
         choices=RULES,
     )
     fpr: float = option(_S.fpr, help="false-positive rate the calibrated verdict is held to (default {default})")
+    calibration: str | None = option(
+        None,
+        help="optional tightening: each signal's spread from pilot clean models instead of this model's classes "
+        "(a shipped name, fashion-mnist-pilots, or a JSON file from patternscope.calibrate); holds only for "
+        "models like the pilots",
+        metavar="NAME|FILE",
+    )
     reference: list[str] | None = option(
         None,
         help="clean reference models, comma-separated: weights files for the same --model, or folders of "
         "finished scans of clean models; the verdict then compares each class with the same class in them",
         metavar="LIST",
         parse=comma_list,
+    )
+    reference_cache: str | None = option(
+        None,
+        help="folder keeping finished reference scans for reuse by later runs (default "
+        "$PATTERNSCOPE_CACHE/reference-scans or ~/.cache/patternscope/reference-scans)",
+        metavar="DIR",
     )
     no_additive: bool = option(not _S.additive, help="skip the additive signal (faster; misses blended triggers)")
     additive_steps: int = option(_S.additive_steps, help="additive search steps per class (default {default})")
@@ -139,7 +134,11 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
     if ctx.is_main:
         write_run_config(out, COMMAND.name, opts.run_options(), scan=asdict(config))
     classes, resume = opts.classes, opts.resume
-    reference = reference_values(opts, config, data, out, log, progress) if ctx.is_main else None
+    reference: dict[str, list[float]] | None = None
+    records: list[ReferenceRecord] = []
+    if ctx.is_main:
+        cache = Path(opts.reference_cache) if opts.reference_cache else None
+        reference, records = reference_values(opts, config, data, log, progress, cache)
     if ctx.active:
         targets = list(opts.classes) if opts.classes is not None else list(range(model.num_classes))
         distributed.on_main(lambda: check_scan_config(out, config, opts.resume), ctx)
@@ -187,84 +186,29 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
         )
         nc = result.to_dict()
         log(f"Neural Cleanse: flagged {result.flagged or 'nothing'} in {result.seconds:.1f} s")
-    _write_scan_outputs(out, model, data, report, nc)
+    _write_scan_outputs(out, model, data, report, nc, records)
     return ScanSummary(out, report, nc)
 
 
-def reference_values(
-    opts: ScanOptions,
-    config: ScanConfig,
-    data: LabelledImages,
-    out: Path,
-    log: Callable[[str], None],
-    progress: bool,
-) -> dict[str, list[float]] | None:
-    """The per-class signals of ``--reference`` clean models, combined: a finished scan folder is read back
-    (its settings must match), a weights file is loaded into ``--model`` and scanned with the same settings
-    into ``out/references/NAME/`` (resumable)."""
-    if not opts.reference:
-        return None
-    found = []  # the items were checked (check_references) before the run folder was made
-    for item in opts.reference:
-        path = Path(item)
-        if path.is_dir():
-            saved = json.loads((path / "scan.json").read_text())
-            mine = {k: v for k, v in asdict(config).items() if k not in _FREE_IN_REFERENCES}
-            theirs = {k: saved.get("config", {}).get(k) for k in mine}
-            if theirs != mine:
-                diff = {k: (theirs[k], v) for k, v in mine.items() if theirs[k] != v}
-                raise DataError(f"reference scan {item!r} was made with other settings {diff} (reference, now)")
-            found.append(scan_reference(saved))
-            log(f"reference {item}: read its finished scan")
-            continue
-        ref_opts = replace(opts, weights=str(path))
-        model = load_options_model(ref_opts, resolve_device(opts.device), parse_model_kwargs(opts.model_kwargs))
-        folder = out / "references" / path.stem
-        folder.mkdir(parents=True, exist_ok=True)
-        log(f"reference {item}: scanning it with the same settings into {folder}")
-        report = scan_model(
-            model, data.images, data.labels, config, out=folder, resume=True, progress=progress, decide_verdict=False
-        )
-        write_json(folder / "scan.json", report.to_dict())
-        found.append(scan_reference(report))
-    needed = set(config.signals)
-    for i, ref in enumerate(found):
-        if not needed <= set(ref):
-            raise DataError(f"reference {opts.reference[i]!r} has no {sorted(needed - set(ref))} signal")
-    return combine_references(found)
-
-
-def check_references(opts: ScanOptions, config: ScanConfig) -> None:
-    """Refuse ``--reference`` items that are neither a weights file nor a finished scan folder (before any
-    folder is touched)."""
-    if not opts.reference:
-        return
-    if config.rule != "calibrated":
-        raise DataError("--reference needs --rule calibrated (the mad rule has no reference mode)")
-    for item in opts.reference:
-        path = Path(item)
-        if path.is_dir() and not (path / "scan.json").is_file():
-            raise DataError(f"reference {item!r} is a folder without scan.json (not a finished scan)")
-        if not path.exists():
-            raise DataError(f"reference {item!r} is neither a weights file nor a finished scan folder")
-
-
-# settings a reference scan may differ in: the verdict's (not its per-class values), and the seed of its split
-_FREE_IN_REFERENCES = {"rule", "fpr", "threshold", "max_ratio", "seed"}
-
-
 def _write_scan_outputs(
-    out: Path, model: Classifier, data: LabelledImages, report: ScanReport, nc: dict[str, Any] | None
+    out: Path,
+    model: Classifier,
+    data: LabelledImages,
+    report: ScanReport,
+    nc: dict[str, Any] | None,
+    references: list[ReferenceRecord],
 ) -> None:
     names = model.class_names
     payload = report.to_dict()
     payload["data"] = data.description
+    if references:
+        payload["references"] = [asdict(r) for r in references]
     if nc is not None:
         payload["neural_cleanse"] = nc
     columns = []
     for row in report.rows:
         p = report.patterns[row.target]
-        columns.append((f"{row.target} {row.name}", [p.soft_mask.expand(p.shape), p.visible()]))
+        columns.append((class_label(row.target, row.name), [p.soft_mask.expand(p.shape), p.visible()]))
     figures.image_table(
         out / "gallery.png",
         columns,
@@ -283,7 +227,7 @@ def _write_scan_outputs(
                 ("mask", [p.soft_mask.expand(p.shape)]),
             ],
             [""],
-            f"recovered trigger of class {t} ({names[t]}): {p.k} px",
+            f"recovered trigger of class {class_label(t, names[t])}: {p.k} px",
             cell=2.0,
         )
         hx, hy = other_classes(data.images[held], data.labels[held], t)
