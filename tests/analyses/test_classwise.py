@@ -118,3 +118,31 @@ def test_bad_settings_and_inputs_are_named(clean_small):
         find_classwise_pattern(clean_small.model, 10, data.train_x, data.train_x[0])
     with pytest.raises(DataError, match="model takes"):
         find_classwise_pattern(clean_small.model, 1, torch.rand(4, 1, 8, 8), torch.rand(1, 8, 8))
+
+
+def test_smallest_k_finds_the_first_size_that_works_when_success_is_not_monotone(monkeypatch):
+    """On a residual CNN a learned canvas's far pixels can undo the first ones: success 0.9 at 225 pixels, 0.2
+    from 300 to 700, 1.0 for the full stamp. The smallest k is 225, not what a bisection over all sizes finds."""
+    import patternscope.analyses.classwise as cw
+
+    def success(_model, _pattern, _images, k):
+        return min(1.0, k / 250) if k < 300 else (0.2 if k < 700 else 1.0)
+
+    monkeypatch.setattr(cw, "success_at_k", success)
+    pattern = cw.ClasswisePattern(0, torch.zeros(1, 28, 28), torch.zeros(1, 28, 28), torch.rand(1, 28, 28))
+    assert cw.smallest_k(None, pattern, None, 0.9) == (225, 0.9)
+    monkeypatch.setattr(cw, "success_at_k", lambda *_args: 0.5)
+    assert cw.smallest_k(None, pattern, None, 0.9) == (785, 0.5)  # never reached: H*W + 1
+
+
+def test_smallest_norm_finds_the_first_scale_that_works(monkeypatch):
+    import patternscope.analyses.additive as ad
+    from patternscope.core.patterns import Pattern
+
+    def success(_model, _delta, _target, _images, scale):  # 0.9 at 0.3; clipping undoes 0.6 to 2
+        return min(1.0, 3 * scale) if scale < 0.6 else (0.3 if scale < 2 else 1.0)
+
+    monkeypatch.setattr(ad, "success_at_scale", success)
+    delta = Pattern(torch.full((1, 4, 4), 0.1), 10.0, "l2")
+    size = ad.smallest_norm(None, delta, 0, None, 0.9)
+    assert size.reached and 0.3 <= size.scale <= 0.305 and size.success >= 0.9  # doubling from 1 found 2

@@ -158,20 +158,25 @@ def smallest_norm(
     rate: float = 0.9,
     max_scale: float = 8.0,
     iterations: int = 6,
+    min_scale: float = 1 / 32,
 ) -> SmallestNorm:
-    """Bisection on the scale s in (0, ``max_scale``] for the smallest s * δ whose attack success on ``images``
-    reaches ``rate`` (``iterations`` halvings: 6 pin s to 1/64 of its bracket, about 1% of the norm). When even
-    ``max_scale`` falls short, the norms are those of the all-ones pattern
-    (sqrt(C H W) and 1): the class is not reachable along this direction."""
+    """The smallest multiple s * δ whose attack success on ``images`` reaches ``rate``: the scales ``min_scale``,
+    2 ``min_scale``, ... up to ``max_scale`` are tried from the smallest up (success need not grow with the
+    scale once clipping to [0,1] bites), and the first that reaches it is refined by bisection down to the one
+    before (``iterations`` halvings: 6 pin s to 1/64 of that bracket, about 1% of the norm). When no scale
+    reaches it, the norms are those of the all-ones pattern (sqrt(C H W) and 1): the class is not reachable
+    along this direction."""
     delta = pattern.delta
-    hi = 1.0
-    s_hi = success_at_scale(model, delta, target, images, hi)
-    while s_hi < rate and hi < max_scale:
-        hi = min(max_scale, hi * 2)
-        s_hi = success_at_scale(model, delta, target, images, hi)
-    if s_hi < rate:
-        return SmallestNorm(hi, math.sqrt(delta.numel()), 1.0, s_hi, False)
-    lo = 0.0
+    below, scale, best_seen = 0.0, min_scale, 0.0
+    while True:
+        success = success_at_scale(model, delta, target, images, scale)
+        if success >= rate:
+            break
+        best_seen = max(best_seen, success)
+        if scale >= max_scale:
+            return SmallestNorm(scale, math.sqrt(delta.numel()), 1.0, best_seen, False)
+        below, scale = scale, min(max_scale, scale * 2)
+    lo, hi, s_hi = below, scale, success
     for _ in range(iterations):
         mid = (lo + hi) / 2
         s = success_at_scale(model, delta, target, images, mid)
