@@ -32,7 +32,7 @@ import numpy as np
 from _common import FIGURES, RESULTS, save, table
 
 from patternscope.analyses.anomaly import anomaly_indices
-from patternscope.analyses.scan import combine_references
+from patternscope.analyses.scan import at_cap, combine_references, signal_caps
 from patternscope.analyses.scan_decision import SIGNALS, decide_backdoor, named_calibration
 from patternscope.core.metrics import wilson_interval
 
@@ -78,14 +78,17 @@ def nc_score(row: dict[str, Any]) -> float | None:
 
 def decisions(row: dict[str, Any], refs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     sig = {s: row[s] for s in SIGNALS}
+    caps = signal_caps((1, 28, 28))
+    capped = {s: [at_cap(v, caps[s]) for v in row[s]] for s in SIGNALS}
     out = {}
-    own = decide_backdoor(sig, FPR)
+    own = decide_backdoor(sig, FPR, capped=capped)
     out["self"] = {"flagged": own.flagged, "p": own.p_value, "score": own.score, "top": own.top_class}
     if refs:
-        reference = combine_references([{s: c[s] for s in SIGNALS} for c in refs])
-        ref = decide_backdoor(sig, FPR, reference=reference)
+        reference = combine_references([{s: c[s] for s in SIGNALS} for c in refs], caps)
+        both = {s: [m or at_cap(v, caps[s]) for m, v in zip(capped[s], reference[s], strict=True)] for s in SIGNALS}
+        ref = decide_backdoor(sig, FPR, reference=reference, capped=both)
         out["reference"] = {"flagged": ref.flagged, "p": ref.p_value, "score": ref.score, "top": ref.top_class}
-    pilots = decide_backdoor(sig, FPR, calibration=named_calibration("fashion-mnist-pilots", "self"))
+    pilots = decide_backdoor(sig, FPR, calibration=named_calibration("fashion-mnist-pilots", "self"), capped=capped)
     out["pilots"] = {"flagged": pilots.flagged, "p": pilots.p_value, "score": pilots.score, "top": pilots.top_class}
     if "nc_flagged" in row:
         out["neural cleanse"] = {"flagged": row["nc_flagged"], "score": nc_score(row)}

@@ -66,7 +66,8 @@ def test_scan_finds_a_blended_trigger_by_its_additive_signal(blended):
     t = blended.target
     assert report.flagged == [t], format_scan(report)
     row = report.rows[t]
-    assert report.decision.scores["additive"][t] > report.decision.threshold and row.verified_additive > 0.7
+    assert report.decision.scores["additive"][t] > report.decision.z_thresholds["additive"]
+    assert row.verified_additive > 0.7
     assert row.smallest_l2 == min(r.smallest_l2 for r in report.rows)
     assert report.additive[t].eps == pytest.approx(row.smallest_l2, rel=1e-3)
 

@@ -55,8 +55,10 @@ def test_a_class_is_flagged_exactly_when_its_score_passes_the_threshold():
         model = clean_model(rng)
         model["stamp"][rng.randrange(10)] /= rng.uniform(1, 6)
         d = decide_backdoor(model, 0.05)
-        over = sorted(t for t in range(10) if d.class_scores[t] > d.threshold)
-        assert d.flagged == over
+        over = sorted(t for t in range(10) if d.class_scores[t] >= d.threshold)
+        assert d.flagged == over and d.threshold == pytest.approx(-math.log10(0.05))
+        z_over = sorted(t for t in range(10) if max(d.scores[s][t] for s in d.scores) > d.z_thresholds["stamp"])
+        assert z_over == over  # no class is capped: both signals need the same z
 
 
 def test_reference_mode_forgives_a_naturally_easy_class():
@@ -122,9 +124,10 @@ def test_the_basis_says_where_the_model_is_outside_the_promise():
     capped = decide_backdoor(
         {"stamp": [10.0, 12.0, 9.0, 11.0, 257.0, 257.0]}, 0.05, capped={"stamp": [0, 0, 0, 0, 1, 1]}
     )
-    assert any("2 of 6 classes never reached" in o for o in capped.basis.outside)
+    assert any("only 4 of 6 classes were measured" in o for o in capped.basis.outside)
+    assert "type II censored" in capped.basis.null and capped.basis.censored == {"stamp": 2}
     plain = decide_backdoor(clean_model(random.Random(2)), 0.05)
-    assert plain.basis.outside == [] and "this model's own 9 classes" in plain.basis.spread_from
+    assert plain.basis.outside == [] and "this model's own classes" in plain.basis.spread_from
     assert "1,000" in plain.basis.checked or "1000" in plain.basis.checked
 
 
@@ -158,3 +161,60 @@ def test_shipped_calibration_is_the_benchmarks_measured_one():
             m = measured["calibrations"][name][mode]
             assert cal.spread == pytest.approx(m["spread"], abs=1e-4) and cal.models == m["models"]
             assert cal.mode == m["mode"] == mode and cal.classes == m["classes"]
+
+
+def test_capped_classes_are_censored_not_measured():
+    """Half the classes never reached the success (their sizes are caps, as on a residual CNN): they are left
+    out of the spread and the candidates, so a trigger among the measured classes is still found, and clean
+    models with caps keep the stated rate."""
+    rng = random.Random(5)
+    found = 0
+    for _ in range(20):
+        model = {"stamp": clean_model(rng, classes=26)["stamp"]}
+        caps = sorted(range(26), key=lambda t: -model["stamp"][t])[:13]
+        marks = [t in caps for t in range(26)]
+        for t in caps:
+            model["stamp"][t] = 785.0
+        victim = next(t for t in range(26) if not marks[t])
+        model["stamp"][victim] = 60 / 12
+        d = decide_backdoor(model, 0.05, capped={"stamp": marks})
+        assert not any(marks[t] for t in d.flagged) and d.basis.censored == {"stamp": 13}
+        found += victim in d.flagged
+        naive = decide_backdoor(model, 0.05)  # caps taken as sizes: their spread hides the trigger
+        assert naive.class_p_values[victim] >= d.class_p_values[victim]
+    assert found >= 18, found
+    flagged = 0
+    for _ in range(400):
+        model = {"stamp": clean_model(rng, classes=10)["stamp"]}
+        caps = sorted(range(10), key=lambda t: -model["stamp"][t])[:3]
+        for t in caps:
+            model["stamp"][t] = 785.0
+        flagged += bool(decide_backdoor(model, 0.05, capped={"stamp": [t in caps for t in range(10)]}).flagged)
+    assert flagged / 400 <= 0.08, flagged / 400
+
+
+def test_a_class_capped_in_the_references_is_left_out_of_reference_mode():
+    """A reference that never reached a class (its size is a cap) makes that class's ratio meaningless: it is
+    left out rather than flagged for being far smaller than the cap."""
+    rng = random.Random(6)
+    model = clean_model(rng)
+    reference = {s: list(v) for s, v in model.items()}
+    reference["stamp"][2] = 785.0
+    marks = {"stamp": [t == 2 for t in range(10)], "additive": [False] * 10}
+    d = decide_backdoor(model, 0.05, reference=reference, capped=marks)
+    assert 2 not in d.flagged and d.class_p_values[2] > 0.5 and d.scores["stamp"][2] == 0.0
+    assert "left out of the comparison" in d.basis.null
+    assert 2 in decide_backdoor(model, 0.05, reference=reference).flagged  # what happened without the mark
+
+
+def test_a_signal_that_measured_too_few_classes_is_not_used():
+    """A tiny or very robust model where the stamp never reached the success for most classes: the stamp says
+    nothing, the verdict rests on the additive signal, and with no usable signal nothing is flagged."""
+    values = {"stamp": [785.0] * 8 + [20.0, 30.0], "additive": [7.0, 7.2, 6.9, 7.1, 2.0, 7, 7.3, 6.8, 7, 7]}
+    marks = {"stamp": [True] * 8 + [False, False], "additive": [False] * 10}
+    d = decide_backdoor(values, 0.05, capped=marks)
+    assert d.flagged == [4] and d.basis.unused == ["stamp"] and d.z_thresholds["stamp"] is None
+    assert any("stamp signal measured fewer than 3" in o for o in d.basis.outside)
+    none = decide_backdoor({"stamp": [785.0, 785.0, 20.0]}, 0.05, capped={"stamp": [True, True, False]})
+    assert none.flagged == [] and none.p_value == 1.0 and none.basis.unused == ["stamp"]
+    json.dumps(none.to_dict(), allow_nan=False)  # strict JSON

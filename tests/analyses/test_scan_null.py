@@ -98,7 +98,7 @@ def test_extreme_scores_use_the_other_classes():
     assert es.scale == pytest.approx(logs.std(ddof=1))
     assert es.statistic == pytest.approx((logs.mean() - 0.0) / logs.std(ddof=1))
     flat = scan_null.extreme_scores([5.0, 5.0, 5.0, 1.0])
-    assert flat.statistic == math.inf and flat.z[0] == 0.0
+    assert flat.statistic > 1e5 and flat.z[0] == 0.0  # finite (strict JSON), far beyond any threshold
     with pytest.raises(DataError, match="at least 3"):
         scan_null.extreme_scores([1.0, 2.0])
     with pytest.raises(DataError, match="positive"):

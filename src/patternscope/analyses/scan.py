@@ -203,6 +203,8 @@ class ScanReport:
         d = self.decision
         if d is None and self.config.get("rule") == "calibrated":
             return f"undecided: the calibrated rule compares at least 3 classes, this scan has {len(self.rows)}"
+        if d is not None and d.basis is not None and set(d.basis.unused) == set(d.signals):
+            return "undecided: no signal reached the target success for 3 or more classes (see the basis)"
         basis = "" if d is None else f"{d.mode} mode, null fitted over {len(self.rows)} classes, FPR {d.fpr:g}"
         if not self.flagged:
             if d is None:
@@ -229,14 +231,29 @@ class ScanReport:
         }
 
 
+def signal_caps(input_size: Sequence[int]) -> dict[str, float]:
+    """The value each signal records when its search never reached the success, for a model's input size
+    (C, H, W): the stamp H*W + 1 pixels, the additive pattern the all-ones L2 norm sqrt(C H W)."""
+    c, h, w = (int(v) for v in input_size)
+    return {"stamp": float(h * w + 1), "additive": math.sqrt(c * h * w)}
+
+
+def at_cap(value: float, cap: float) -> bool:
+    """Whether a signal value is its cap (not a measurement)."""
+    return value >= cap * (1 - 1e-6)
+
+
 def decide(
     rows: list[ClassRow],
-    pixels: int,
+    input_size: Sequence[int],
     config: ScanConfig,
     reference: dict[str, list[float]] | None = None,
 ) -> tuple[float, Decision | None]:
     """Fill in anomaly indices, scores and flags (in place); returns the median smallest k and, under the
-    calibrated rule, the decision (``reference``: per signal, the reference clean models' value per class)."""
+    calibrated rule, the decision (``reference``: per signal, the reference clean models' value per class,
+    :func:`combine_references`; a class at its cap there is left out of the comparison)."""
+    _, h, w = input_size
+    pixels = int(h) * int(w)
     ks = [float(r.smallest_k) for r in rows]
     med = median(ks)
     for row, index in zip(rows, anomaly_indices(ks, log=True), strict=True):
@@ -259,6 +276,9 @@ def decide(
             )
         ref = {s: [reference[s][r.target] for r in rows] for s in config.signals}
     capped = {s: [not r.reached(s, pixels, config.success) for r in rows] for s in config.signals}
+    if ref is not None:
+        caps = signal_caps(input_size)
+        capped = {s: [m or at_cap(v, caps[s]) for m, v in zip(capped[s], ref[s], strict=True)] for s in capped}
     decision = decide_backdoor(
         signals,
         config.fpr,
@@ -295,8 +315,11 @@ def scan_reference(report: ScanReport | dict[str, Any]) -> dict[str, list[float]
     return out
 
 
-def combine_references(references: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """The geometric mean per class and signal over several reference clean models' values."""
+def combine_references(
+    references: Sequence[dict[str, list[float]]], caps: dict[str, float] | None = None
+) -> dict[str, list[float]]:
+    """The geometric mean per class and signal over several reference clean models' values; with ``caps``
+    (:func:`signal_caps`), a class at its cap in any reference stays at the cap (no measurement to average)."""
     if not references:
         raise DataError("no reference scans to combine")
     lengths = {len(v) for r in references for v in r.values()}
@@ -305,7 +328,16 @@ def combine_references(references: Sequence[dict[str, list[float]]]) -> dict[str
     n = lengths.pop()
     shared = [s for s in references[0] if all(s in r for r in references)]
     count = len(references)
-    return {s: [math.exp(sum(math.log(r[s][t]) for r in references) / count) for t in range(n)] for s in shared}
+    out = {}
+    for s in shared:
+        cap = (caps or {}).get(s)
+        out[s] = [
+            cap
+            if cap is not None and any(at_cap(r[s][t], cap) for r in references)
+            else math.exp(sum(math.log(r[s][t]) for r in references) / count)
+            for t in range(n)
+        ]
+    return out
 
 
 def scan_model(
@@ -451,7 +483,7 @@ def scan_model(
         return ScanReport(
             rows, [], math.nan, h * w, asdict(cfg), time.perf_counter() - t_start, model.describe(), patterns, additive
         )
-    med, decision = decide(rows, h * w, cfg, reference)
+    med, decision = decide(rows, model.input_size, cfg, reference)
     flagged = [r.target for r in rows if r.flagged]
     return ScanReport(
         rows,
@@ -512,9 +544,10 @@ def format_scan(report: ScanReport) -> str:
     lines.append(f"median smallest k: {report.median_k:g} px of {report.pixels}")
     d = report.decision
     if d is not None:
+        zs = ", ".join(f"{s} z > {v:.2f}" if v is not None else f"{s} not used" for s, v in d.z_thresholds.items())
         lines.append(
-            f"p = {d.p_value:.3g} (class {d.top_class}, score {d.statistic:.2f}; flagged above {d.threshold:.2f} "
-            f"per signal for FPR {d.fpr:g} per model)"
+            f"p = {d.p_value:.3g} (class {d.top_class}; score = -log10 p, flagged at >= {d.threshold:.2f}, "
+            f"i.e. FPR {d.fpr:g} per model: {zs})"
         )
         lines += basis_lines(d)
     lines.append(f"verdict: {report.verdict}")

@@ -160,6 +160,8 @@ class Basis:
     assumes: str
     checked: str
     outside: list[str] = field(default_factory=list)
+    censored: dict[str, int] = field(default_factory=dict)
+    unused: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,8 +169,10 @@ class Basis:
 
 @dataclass
 class Decision:
-    """The verdict of one scan: per-class scores and p-values, the model's p-value, the flagged classes and the
-    basis of its false-positive rate."""
+    """The verdict of one scan. ``scores``: per signal, every class's z; ``class_p_values`` and
+    ``class_scores`` (−log10 p) per class; ``statistic`` is the top class's score and ``threshold`` −log10
+    ``fpr`` (a class is flagged when its score reaches it); ``z_thresholds``: the z each signal needs for that;
+    ``basis``: what the false-positive rate rests on."""
 
     mode: str
     signals: list[str]
@@ -184,6 +188,7 @@ class Decision:
     evidence: dict[int, str] = field(default_factory=dict)
     basis: Basis | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    z_thresholds: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def confidence(self) -> float:
@@ -228,8 +233,10 @@ def decide_backdoor(
 
     ``signals`` maps a signal name to one positive value per class (at least 3 classes); ``reference`` the same
     for reference clean models (reference mode); ``classes`` names the classes in ``top_class``, ``flagged`` and
-    ``evidence`` (default 0, 1, ...); ``capped`` marks values that are caps (the search never reached the
-    success), which the basis reports.
+    ``evidence`` (default 0, 1, ...); ``capped`` marks, per signal, the classes whose value is a cap, not a
+    measurement (the search never reached the success; in reference mode also a cap in the references): in
+    self mode they are the largest values, left out as type II censored (:mod:`.scan_null`); in reference mode
+    they are left out of the comparison. The basis reports them.
     """
     if not MIN_FPR <= fpr < 1:
         raise DataError(
@@ -248,31 +255,55 @@ def decide_backdoor(
     if calibration is not None and calibration.mode != mode:
         raise DataError(f"a {calibration.mode}-mode calibration cannot decide a {mode}-mode scan")
     sigs = list(signals)
+    known = calibration is not None
     scores: dict[str, list[float]] = {}
     p_signal: dict[str, list[float]] = {}
+    z_thresholds: dict[str, float | None] = {}
+    unused: list[str] = []
+    per_signal = 1.0 - (1.0 - fpr) ** (1.0 / len(sigs))
     for s in sigs:
         ref = None
         if reference is not None:
             ref = reference.get(s)
             if ref is None:
                 raise DataError(f"the references have no {s!r} signal")
+        if known and s not in calibration.spread:  # type: ignore[union-attr]
+            raise DataError(f"the calibration has no spread for the {s!r} signal")
+        spread = calibration.spread[s] if calibration is not None else None
         values = _compared(signals[s], ref)
-        if calibration is None:
-            z = extreme_scores(values).z
-        else:
-            if s not in calibration.spread:
-                raise DataError(f"the calibration has no spread for the {s!r} signal")
-            z = extreme_scores(values, scale=calibration.spread[s]).z
-        scores[s] = z
-        known = calibration is not None
-        p_signal[s] = [scan_null.p_value(v, n, shape, known_scale=known) for v in z]
+        marks = [bool(m) for m in (capped or {}).get(s, [False] * n)]
+        if len(marks) != n:
+            raise DataError(f"{len(marks)} cap marks for the {s!r} signal's {n} classes")
+        if n - sum(marks) < MIN_CLASSES:  # too few measurements to compare: the signal says nothing
+            scores[s], p_signal[s], z_thresholds[s] = [0.0] * n, [1.0] * n, None
+            unused.append(s)
+            continue
+        if reference is None:  # the caps are the largest values: type II censored
+            es = extreme_scores(values, scale=spread, capped=marks)
+            scores[s] = es.z
+            p_signal[s] = [
+                1.0 if m else scan_null.p_value(v, n, shape, known_scale=known, censored=es.censored)
+                for v, m in zip(es.z, marks, strict=True)
+            ]
+            z_thresholds[s] = scan_null.threshold(per_signal, n, shape, known_scale=known, censored=es.censored)
+            continue
+        # reference mode: a ratio with a cap on either side is no measurement, and not the largest ratio
+        kept = [t for t in range(n) if not marks[t]]
+        es = extreme_scores([values[t] for t in kept], scale=spread)
+        z = [0.0] * n
+        p = [1.0] * n
+        for j, t in enumerate(kept):
+            z[t] = es.z[j]
+            p[t] = scan_null.p_value(es.z[j], len(kept), shape, known_scale=known)
+        scores[s], p_signal[s] = z, p
+        z_thresholds[s] = scan_null.threshold(per_signal, len(kept), shape, known_scale=known)
     class_p = [scan_null.sidak(min(p_signal[s][t] for s in sigs), len(sigs)) for t in range(n)]
-    class_scores = [max(scores[s][t] for s in sigs) for t in range(n)]
-    top = min(range(n), key=lambda t: (class_p[t], -class_scores[t], t))
-    per_signal = 1.0 - (1.0 - fpr) ** (1.0 / len(sigs))
-    threshold = scan_null.threshold(per_signal, n, shape, known_scale=calibration is not None)
+    class_scores = [0.0 - math.log10(p) for p in class_p]  # 0.0 - : no -0.0 for p = 1
+    z_best = [max(scores[s][t] for s in sigs) for t in range(n)]
+    top = min(range(n), key=lambda t: (class_p[t], -z_best[t], t))
+    threshold = -math.log10(fpr)
     flagged = [t for t in range(n) if class_p[t] <= fpr]
-    basis = _basis(mode, n, sigs, calibration, shape, capped)
+    basis = _basis(mode, n, sigs, calibration, shape, capped, unused)
     return Decision(
         mode,
         sigs,
@@ -288,6 +319,7 @@ def decide_backdoor(
         {names[t]: min(sigs, key=lambda s: (p_signal[s][t], -scores[s][t])) for t in flagged},
         basis,
         calibration.to_dict() if calibration is not None else {},
+        z_thresholds,
     )
 
 
@@ -298,10 +330,11 @@ def _basis(
     calibration: ScanCalibration | None,
     shape: str,
     capped: Mapping[str, Sequence[bool]] | None,
+    unused: list[str],
 ) -> Basis:
     what = "log sizes" if mode == "self" else "log ratios to the references"
     if calibration is None:
-        spread_from = f"this model's own {n - 1} classes other than the most extreme one"
+        spread_from = "this model's own classes: the measured ones other than the most extreme"
     else:
         spread_from = f"pilot clean models ({calibration.source or f'{calibration.models} models'})"
     null = (
@@ -324,14 +357,23 @@ def _basis(
             "rate holds only if this model's classes spread like theirs; without it (the default) the spread is "
             "this model's own"
         )
-    for s, marks in (capped or {}).items():
-        count = sum(bool(m) for m in marks)
-        if count:
+    censored = {s: sum(bool(m) for m in marks) for s, marks in (capped or {}).items() if any(marks)}
+    for s in unused:
+        outside.append(
+            f"the {s} signal measured fewer than {MIN_CLASSES} classes (the others never reached the target "
+            "success): it was not used"
+        )
+    for s, count in censored.items():
+        if s not in unused and n - count < 5 <= n:
             outside.append(
-                f"{count} of {n} classes never reached the target success with the {s} signal: their sizes are "
-                "caps, not measurements"
+                f"only {n - count} of {n} classes were measured with the {s} signal (the rest never reached the "
+                "target success): its spread comes from few classes, so it finds little"
             )
-    return Basis(mode, n, signals, spread_from, null, assumes, CHECKED, outside)
+    if censored:
+        left_out = "; ".join(f"{s}: {c} of {n} classes" for s, c in censored.items())
+        how = "type II censored (the largest values)" if mode == "self" else "left out of the comparison"
+        null += f"; caps, not measurements, {how}: {left_out}"
+    return Basis(mode, n, signals, spread_from, null, assumes, CHECKED, outside, censored, unused)
 
 
 def class_label(target: int, name: str) -> str:

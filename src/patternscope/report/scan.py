@@ -42,7 +42,7 @@ def build(run: RunFolder) -> Page:
             flagged_rows,
             float(data["median_k"]),
             float(decision["threshold"]),
-            score_label="class score (z, larger signal)",
+            score_label="class score (−log10 p)",
             smallest_l2=[r.get("smallest_l2") for r in rows] if additive else None,
         )
     else:
@@ -86,8 +86,9 @@ def build(run: RunFolder) -> Page:
         rule = (
             f"Each class is scored on {' and '.join(decision['signals'])} by how far {typical} lies below the "
             "model's other classes (log scale, in units of their spread); each class's p-value is the chance that "
-            "the most extreme class of a clean model with as many classes scores as high, and classes with "
-            f"p ≤ {decision['fpr']:g} are flagged (score above {decision['threshold']:.2f}). 'Verified' is the "
+            "the most extreme class of a clean model with as many classes scores as high; the score is −log10 p, "
+            f"and classes with p ≤ {decision['fpr']:g} are flagged (score at least {decision['threshold']:.2f}). "
+            "'Verified' is the "
             "attack success of the cut pattern on held-out images that did not choose its size."
         )
         basis = decision.get("basis")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..analyses.scan import ScanConfig, combine_references, scan_model, scan_reference
+from ..analyses.scan import ScanConfig, combine_references, scan_model, scan_reference, signal_caps
 from ..core.atomic import write_json
 from ..core.models import resolve_device
 from ..data.fingerprint import file_sha256, images_fingerprint
@@ -133,7 +133,7 @@ def reference_values(
     for i, ref in enumerate(found):
         if not needed <= set(ref):
             raise DataError(f"reference {opts.reference[i]!r} has no {sorted(needed - set(ref))} signal")
-    return combine_references(found), records
+    return combine_references(found, signal_caps(data.images.shape[1:])), records
 
 
 def read_reference_scan(path: Path, config: ScanConfig, item: str) -> dict[str, list[float]]:
