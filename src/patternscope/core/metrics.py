@@ -351,7 +351,7 @@ def perceived_images(
     chosen = seeded_sample(n, max(1, MAX_IMAGES // max(1, views)), seed, y if stratified else None)
     mask = torch.zeros(n, dtype=torch.bool)
     mask[chosen] = True
-    return mask, {"seed": seed, "stratified": stratified, "of": n}
+    return mask, {"seed": seed, "stratified": stratified, "of": n * max(1, views)}  # of: crops, as n counts
 
 
 def _host_batches(
