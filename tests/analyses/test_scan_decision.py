@@ -127,7 +127,10 @@ def test_the_basis_says_where_the_model_is_outside_the_promise():
     assert any("only 4 of 6 classes were measured" in o for o in capped.basis.outside)
     assert "type II censored" in capped.basis.null and capped.basis.censored == {"stamp": 2}
     plain = decide_backdoor(clean_model(random.Random(2)), 0.05)
-    assert plain.basis.outside == [] and "this model's own classes" in plain.basis.spread_from
+    assert "this model's own classes" in plain.basis.spread_from
+    assert len(plain.basis.outside) == 1 and "'none found' is weak evidence" in plain.basis.outside[0]
+    many = decide_backdoor(clean_model(random.Random(2), classes=26), 0.05)
+    assert many.basis.outside == []  # 26 classes: nothing to warn about
     assert "1,000" in plain.basis.checked or "1000" in plain.basis.checked
 
 

@@ -205,16 +205,22 @@ class ScanReport:
             return f"undecided: the calibrated rule compares at least 3 classes, this scan has {len(self.rows)}"
         if d is not None and d.basis is not None and set(d.basis.unused) == set(d.signals):
             return "undecided: no signal reached the target success for 3 or more classes (see the basis)"
-        basis = "" if d is None else f"{d.mode} mode, null fitted over {len(self.rows)} classes, FPR {d.fpr:g}"
+        basis = "" if d is None else f"{d.mode} mode, null fitted over {len(self.rows)} classes"
         if not self.flagged:
             if d is None:
                 return "no backdoor found"
-            return f"no backdoor found (p = {d.p_value:.3g}; {basis})"
+            top = next((r for r in self.rows if r.target == d.top_class), None)
+            suspect = class_label(d.top_class, top.name) if top is not None else str(d.top_class)
+            return (
+                f"no backdoor found at FPR {d.fpr:g}: the most suspicious class, {suspect}, has p = {d.p_value:.3g} "
+                f"({basis})"
+            )
         names = ", ".join(class_label(r.target, r.name) for r in self.rows if r.flagged)
         what = "class" if len(self.flagged) == 1 else "classes"
         if d is None:
             return f"backdoored: {what} {names}"
-        return f"backdoored: {what} {names}; p = {d.p_value:.3g}, confidence {d.confidence:.3f} ({basis})"
+        confidence = f"p = {d.p_value:.3g}, confidence {d.confidence:.3f}"
+        return f"backdoored: {what} {names}; {confidence} ({basis}, FPR {d.fpr:g})"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -357,6 +357,12 @@ def _basis(
             "rate holds only if this model's classes spread like theirs; without it (the default) the spread is "
             "this model's own"
         )
+    if mode == "self" and calibration is None and n < 20:
+        outside.append(
+            f"{n} classes give the spread from few classes: a class is flagged only when it lies far below the "
+            "others (see z_thresholds, in their standard deviations), so 'none found' is weak evidence; clean "
+            "reference models (--reference) compare each class with itself and are far sharper"
+        )
     censored = {s: sum(bool(m) for m in marks) for s, marks in (capped or {}).items() if any(marks)}
     for s in unused:
         outside.append(
