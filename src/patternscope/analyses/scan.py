@@ -324,8 +324,11 @@ def scan_reference(report: ScanReport | dict[str, Any]) -> dict[str, list[float]
 def combine_references(
     references: Sequence[dict[str, list[float]]], caps: dict[str, float] | None = None
 ) -> dict[str, list[float]]:
-    """The geometric mean per class and signal over several reference clean models' values; with ``caps``
-    (:func:`signal_caps`), a class at its cap in any reference stays at the cap (no measurement to average)."""
+    """Per class and signal, the smallest value over several reference clean models: a class counts as easy as
+    it is in the easiest clean reference, so a class whose size varies from one clean model to the next (a
+    search that sometimes struggles with it) is not suspicious for being smaller than in one of them. With
+    ``caps`` (:func:`signal_caps`), caps are not values: the smallest measured one, or the cap when every
+    reference is capped."""
     if not references:
         raise DataError("no reference scans to combine")
     lengths = {len(v) for r in references for v in r.values()}
@@ -333,16 +336,14 @@ def combine_references(
         raise DataError("the reference models do not have the same classes")
     n = lengths.pop()
     shared = [s for s in references[0] if all(s in r for r in references)]
-    count = len(references)
     out = {}
     for s in shared:
         cap = (caps or {}).get(s)
-        out[s] = [
-            cap
-            if cap is not None and any(at_cap(r[s][t], cap) for r in references)
-            else math.exp(sum(math.log(r[s][t]) for r in references) / count)
-            for t in range(n)
-        ]
+        out[s] = []
+        for t in range(n):
+            values = [r[s][t] for r in references]
+            measured = [v for v in values if cap is None or not at_cap(v, cap)]
+            out[s].append(min(measured) if measured else max(values))
     return out
 
 

@@ -78,7 +78,7 @@ def reference_values(
     progress: bool,
     cache: Path | None = None,
 ) -> tuple[dict[str, list[float]] | None, list[ReferenceRecord]]:
-    """The per-class signals of ``opts.reference`` clean models, combined (geometric mean per class), and where
+    """The per-class signals of ``opts.reference`` clean models, combined (the smallest per class), and where
     each came from. Items were checked by :func:`check_references` before the run folder was made."""
     import time
 
