@@ -176,6 +176,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """Every public name, the lazily loaded ones too (PEP 562), so completion and help() show them."""
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

@@ -69,6 +69,16 @@ def test_find_report_has_every_part(find_run):
     assert f"{100 * metrics['evaluation']['fooling_ratio']:.1f}%" in html
 
 
+def test_find_report_tiles_carry_their_interval(find_run):
+    """The summary tiles show each ratio with its Wilson 95% interval (issue 32), e.g. '68.2% [47, 84]'."""
+    html = (find_run / "report.html").read_text()
+    ev = json.loads((find_run / "metrics.json").read_text())["evaluation"]
+    low, high = ev["intervals"]["fooling_ratio"]
+    assert f"{100 * ev['fooling_ratio']:.1f}% [{100 * low:.0f}, {100 * high:.0f}]" in html
+    low, high = ev["intervals"]["agreement"]
+    assert f"{100 * ev['agreement']:.1f}% [{100 * low:.0f}, {100 * high:.0f}]" in html
+
+
 def test_scan_report_escapes_user_strings(scan_run):
     html = (scan_run / "report.html").read_text()
     scan = json.loads((scan_run / "scan.json").read_text())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.metrics import wilson_interval
 from ..core.patterns import Pattern
 from . import figures
-from .html import cards, esc, figure, key_values, pct, section, table
+from .html import cards, esc, figure, key_values, pct, pct_interval, section, table
 from .page import Page, RunFolder, Section, model_line, read_json
 
 
@@ -17,15 +18,21 @@ def dominant_sections(path: Path, figs: Path, prefix: str = "", show_model: bool
     rnd = ev.get("random_baselines", {})
     sign = rnd.get("sign", {}).get("fooling_ratio")
     fr = ev["fooling_ratio"]
+    ci = ev.get("intervals") or {}  # runs before 0.3 have no intervals
+    n = ev["n_images"]
     items = [
         (
-            "fooling ratio (predictions changed)",
-            pct(fr),
+            "fooling ratio (predictions changed), 95% interval",
+            pct_interval(fr, ci.get("fooling_ratio")),
             "bad" if sign is not None and fr > 3 * max(sign, 0.01) else "",
         ),
-        ("random ±ε noise, same budget", pct(sign), ""),
+        (
+            "random ±ε noise, same budget",
+            pct_interval(sign, wilson_interval(sign, n) if sign is not None else None),
+            "",
+        ),
         ("dominance: share in the top class", pct(ev["dominance"]["top1"]["perturbed"]), ""),
-        (f"agree with f(δ) = {ev['pattern_class_name']}", pct(ev["agreement"]), ""),
+        (f"agree with f(δ) = {ev['pattern_class_name']}", pct_interval(ev["agreement"], ci.get("agreement")), ""),
     ]
     acc = ev.get("accuracy")
     if acc:

@@ -68,6 +68,13 @@ def pct(value: float | None) -> str:
     return f"{100 * value:.1f}%"
 
 
+def pct_interval(value: float | None, interval: Sequence[float] | None) -> str:
+    """A share with its 95% interval in whole percent, e.g. ``68.2% [47, 84]`` (the share alone without one)."""
+    if interval is None or value is None or (isinstance(value, float) and math.isnan(value)):
+        return pct(value)
+    return f"{pct(value)} [{100 * interval[0]:.0f}, {100 * interval[1]:.0f}]"
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], flagged: Iterable[int] = ()) -> str:
     """A table; cells are escaped (numbers right-aligned); rows whose index is in ``flagged`` are marked."""
     marked = set(flagged)
