@@ -23,8 +23,10 @@ Rows are appended to ``benchmarks/results/scan_zoo/<zoo>.jsonl`` as each model f
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,11 +96,38 @@ def confirm_zoo() -> list[tuple[ModelSpec, str]]:
     return out
 
 
+# A second confirmation zoo, fixed after the first had shown two faults (a smallest-k bisection that assumed
+# success grows with k, and caps taken as sizes) and before their fixes were run on it: a fourth architecture
+# (VGG-style, batch norm, global average pooling) on Fashion-MNIST and 36-class glyphs (letters and digits).
+CONFIRM2_TRIGGERS: list[tuple[str, str, Trigger, float]] = [
+    ("patch4-white-tl", "patch", PatchTrigger(4, "top-left"), 0.05),
+    ("patch4-L-br", "patterned patch", PatchTrigger(4, "bottom-right", pattern="L"), 0.05),
+    ("blend-noise-a0.15", "blended noise", BlendTrigger(0.15, "noise", seed=31), 0.05),
+    ("warp-s2.0", "warping", WarpTrigger(2.0, seed=33), 0.10),
+    ("patch3-white-centre-1.5pct", "low poison rate", PatchTrigger(3, "centre"), 0.015),
+    ("scatter-10px", "scattered pixels", ScatterTrigger(10, seed=34), 0.10),
+]
+CONFIRM2_CLEAN = 5
+
+
+def confirm2_zoo() -> list[tuple[ModelSpec, str]]:
+    out = []
+    for d, data in enumerate(("fashion-mnist", "glyphs36")):
+        classes = dataset_classes(data)
+        base = 2000 + 100 * d
+        for i, (name, kind, trig, rate) in enumerate(CONFIRM2_TRIGGERS):
+            target = (5 * i + 2 + d) % classes
+            out.append((ModelSpec(f"{name}-smallvgg", "smallvgg", trig, target, rate, base + i, data), kind))
+        for i in range(CONFIRM2_CLEAN):
+            out.append((ModelSpec(f"clean-smallvgg-{i}", "smallvgg", None, None, 0.0, base + 50 + i, data), "clean"))
+    return out
+
+
 def dataset_classes(name: str) -> int:
-    return {"fashion-mnist": 10, "glyphs": 26}[name]
+    return {"fashion-mnist": 10, "glyphs": 26, "glyphs36": 36}[name]
 
 
-ZOOS = {"dev": dev_zoo, "confirm": confirm_zoo}
+ZOOS = {"dev": dev_zoo, "confirm": confirm_zoo, "confirm2": confirm2_zoo}
 
 
 def k_grid(pixels: int) -> list[int]:
@@ -174,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-grids", action="store_true", help="skip the per-source grids (the decision needs none)")
     parser.add_argument("--part", default=None, help="write <zoo>.<part>.jsonl (parallel runs on disjoint models)")
+    parser.add_argument(
+        "--nc-from", default=None, help="JSON lines of an earlier run: reuse its Neural Cleanse results (unchanged)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         entries = [e for e in entries if e[0].arch == args.arch]
     kinds = {(s.data, s.name): k for s, k in entries}
     nc_archs = {a for a in args.nc.split(",") if a}
+    earlier: dict[str, dict[str, Any]] = {}
+    if args.nc_from:
+        for line in Path(args.nc_from).read_text().splitlines():
+            if line.strip() and "nc_flagged" in (row := json.loads(line)):
+                earlier[row["key"]] = {k: v for k, v in row.items() if k.startswith("nc_")}
 
     def run(spec: ModelSpec) -> dict[str, Any]:
         data = dataset(spec.data)
@@ -206,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             "grids_s": round(time.perf_counter() - t0, 1),
             "grids": grids,
         }
-        if spec.arch in nc_archs:
+        if row["key"] in earlier:
+            row |= earlier[row["key"]]
+        elif spec.arch in nc_archs:
             search_idx, _ = stratified_split(y, ScanConfig().holdout, spec.seed)
             nc = neural_cleanse(model, x[search_idx], NC, labels=y[search_idx], progress=False)
             row |= {"nc_flagged": nc.flagged, "nc_s": round(nc.seconds, 1), "nc_l1": [round(v, 3) for v in nc.l1]}
