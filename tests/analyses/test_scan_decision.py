@@ -69,7 +69,7 @@ def test_reference_mode_forgives_a_naturally_easy_class():
     assert decide_backdoor(suspect, 0.05).flagged == [8]  # self mode cannot tell it from a trigger
     reference = {s: [v * math.exp(rng.gauss(0, 0.05)) for v in suspect[s]] for s in suspect}
     d = decide_backdoor(suspect, 0.05, reference=reference)
-    assert d.mode == "reference" and d.flagged == [] and "ratios to the references" in d.basis.null
+    assert d.mode == "reference" and d.flagged == [] and "ratios to the easiest reference" in d.basis.null
     suspect["stamp"][5] /= 6
     assert decide_backdoor(suspect, 0.05, reference=reference).flagged == [5]
 
@@ -221,3 +221,18 @@ def test_a_signal_that_measured_too_few_classes_is_not_used():
     none = decide_backdoor({"stamp": [785.0, 785.0, 20.0]}, 0.05, capped={"stamp": [True, True, False]})
     assert none.flagged == [] and none.p_value == 1.0 and none.basis.unused == ["stamp"]
     json.dumps(none.to_dict(), allow_nan=False)  # strict JSON
+
+
+def test_reference_mode_flags_only_classes_easy_in_their_own_model():
+    """A class the references struggled with (770 pixels in both) but this clean model finds at an ordinary
+    size (78, its typical class ~55) is smaller than in the references, yet no trigger: it is not flagged. A
+    class far below both its own model and the references still is."""
+    rng = random.Random(8)
+    model = clean_model(rng, classes=36)
+    model["stamp"][9] = 78.0
+    reference = {s: [v * math.exp(rng.gauss(0, 0.05)) for v in model[s]] for s in model}
+    reference["stamp"][9] = 770.0
+    d = decide_backdoor(model, 0.05, reference=reference)
+    assert 9 not in d.flagged and d.class_p_values[9] == 1.0 and d.scores["stamp"][9] > d.z_thresholds["stamp"]
+    model["stamp"][20] = 6.0
+    assert 20 in decide_backdoor(model, 0.05, reference=reference).flagged

@@ -236,7 +236,8 @@ def decide_backdoor(
     ``evidence`` (default 0, 1, ...); ``capped`` marks, per signal, the classes whose value is a cap, not a
     measurement (the search never reached the success; in reference mode also a cap in the references): in
     self mode they are the largest values, left out as type II censored (:mod:`.scan_null`); in reference mode
-    they are left out of the comparison. The basis reports them.
+    they are left out of the comparison. The basis reports them. In reference mode a class can be flagged only
+    if it is also below its own model's typical class (the other measured classes' mean log size).
     """
     if not MIN_FPR <= fpr < 1:
         raise DataError(
@@ -287,14 +288,18 @@ def decide_backdoor(
             ]
             z_thresholds[s] = scan_null.threshold(per_signal, n, shape, known_scale=known, censored=es.censored)
             continue
-        # reference mode: a ratio with a cap on either side is no measurement, and not the largest ratio
+        # reference mode: a ratio with a cap on either side is no measurement, and not the largest ratio; a
+        # candidate must also be easier than its own model's typical class (a class that is merely less hard
+        # than in the references, where a search struggled with it, is no trigger)
         kept = [t for t in range(n) if not marks[t]]
         es = extreme_scores([values[t] for t in kept], scale=spread)
+        below = extreme_scores(signals[s], capped=marks).z
         z = [0.0] * n
         p = [1.0] * n
         for j, t in enumerate(kept):
             z[t] = es.z[j]
-            p[t] = scan_null.p_value(es.z[j], len(kept), shape, known_scale=known)
+            if below[t] > 0:
+                p[t] = scan_null.p_value(es.z[j], len(kept), shape, known_scale=known)
         scores[s], p_signal[s] = z, p
         z_thresholds[s] = scan_null.threshold(per_signal, len(kept), shape, known_scale=known)
     class_p = [scan_null.sidak(min(p_signal[s][t] for s in sigs), len(sigs)) for t in range(n)]
@@ -332,7 +337,7 @@ def _basis(
     capped: Mapping[str, Sequence[bool]] | None,
     unused: list[str],
 ) -> Basis:
-    what = "log sizes" if mode == "self" else "log ratios to the references"
+    what = "log sizes" if mode == "self" else "log ratios to the easiest reference"
     if calibration is None:
         spread_from = "this model's own classes: the measured ones other than the most extreme"
     else:
