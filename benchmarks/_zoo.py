@@ -59,12 +59,45 @@ class SmallVGG(torch.nn.Module):
         return self.head(self.features(x))
 
 
+class DepthwiseCNN(torch.nn.Module):
+    """A MobileNet-style CNN (benchmarks only): a 3x3 stem, three depthwise-separable blocks (depthwise 3x3 + BN +
+    ReLU6, pointwise 1x1 + BN + ReLU6) at strides 2, 2, 1, global average pooling and a linear head."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        nn = torch.nn
+
+        def block(cin: int, cout: int, stride: int) -> list[torch.nn.Module]:
+            return [
+                nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False),
+                nn.BatchNorm2d(cin),
+                nn.ReLU6(inplace=True),
+                nn.Conv2d(cin, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU6(inplace=True),
+            ]
+
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 24, 3, padding=1, bias=False),
+            nn.BatchNorm2d(24),
+            nn.ReLU6(inplace=True),
+            *block(24, 48, 2),
+            *block(48, 96, 2),
+            *block(96, 96, 1),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 NETS: dict[str, Callable[[int], torch.nn.Module]] = {
     "smallcnn": lambda c: SmallCNN(classes=c),
     "lenet5": lambda c: LeNet5(classes=c),
     "tinyresnet": lambda c: TinyResNet(classes=c),
     "mlp": lambda c: MLP(classes=c),
     "smallvgg": lambda c: SmallVGG(classes=c),
+    "depthwise": lambda c: DepthwiseCNN(classes=c),
 }
 CACHE = Path(os.environ.get("PATTERNSCOPE_ZOO_CACHE", Path.home() / ".cache" / "patternscope-zoo"))
 TRAIN_IMAGES, EPOCHS = 20000, 2
@@ -102,10 +135,14 @@ _DATA: dict[str, LabelledData] = {}
 
 
 def dataset(name: str) -> LabelledData:
-    """A zoo's data set by name (loaded or generated once per process); ``glyphs36``: the 26 letters and the 10
-    digits (O/0, I/1, S/5, B/8, Z/2 look alike)."""
+    """A zoo's data set by name (loaded or generated once per process); ``glyphsN``: the first N glyph classes
+    (``glyphs36``: the 26 letters and the 10 digits, O/0, I/1, S/5, B/8, Z/2 look alike; ``glyphs20``: A-T)."""
     if name not in _DATA:
-        _DATA[name] = load_dataset("glyphs", classes=36, test=14400) if name == "glyphs36" else load_dataset(name)
+        if name.startswith("glyphs") and name != "glyphs":
+            classes = int(name[len("glyphs") :])
+            _DATA[name] = load_dataset("glyphs", classes=classes, test=400 * classes)
+        else:
+            _DATA[name] = load_dataset(name)
     return _DATA[name]
 
 

@@ -123,11 +123,38 @@ def confirm2_zoo() -> list[tuple[ModelSpec, str]]:
     return out
 
 
+# The final hold-out, fixed after the last change to the decision (the reference-mode gate) and never used to
+# tune anything: a fifth architecture (MobileNet-style depthwise-separable CNN) on Fashion-MNIST and 20-class
+# glyphs (A-T, a class count no other zoo has).
+CONFIRM3_TRIGGERS: list[tuple[str, str, Trigger, float]] = [
+    ("patch3-white-tr", "patch", PatchTrigger(3, "top-right"), 0.05),
+    ("patch4-checker-bl", "patterned patch", PatchTrigger(4, "bottom-left", pattern="checker"), 0.05),
+    ("blend-grating-a0.12", "blended image", BlendTrigger(0.12, "grating", seed=41), 0.05),
+    ("warp-s2.5", "warping", WarpTrigger(2.5, seed=42), 0.10),
+    ("scatter-12px", "scattered pixels", ScatterTrigger(12, seed=43), 0.10),
+    ("patch4-white-br-1pct", "low poison rate", PatchTrigger(4, "bottom-right"), 0.01),
+]
+CONFIRM3_CLEAN = 5
+
+
+def confirm3_zoo() -> list[tuple[ModelSpec, str]]:
+    out = []
+    for d, data in enumerate(("fashion-mnist", "glyphs20")):
+        classes = dataset_classes(data)
+        base = 3000 + 100 * d
+        for i, (name, kind, trig, rate) in enumerate(CONFIRM3_TRIGGERS):
+            target = (3 * i + 1 + 2 * d) % classes
+            out.append((ModelSpec(f"{name}-depthwise", "depthwise", trig, target, rate, base + i, data), kind))
+        for i in range(CONFIRM3_CLEAN):
+            out.append((ModelSpec(f"clean-depthwise-{i}", "depthwise", None, None, 0.0, base + 50 + i, data), "clean"))
+    return out
+
+
 def dataset_classes(name: str) -> int:
-    return {"fashion-mnist": 10, "glyphs": 26, "glyphs36": 36}[name]
+    return {"fashion-mnist": 10, "glyphs": 26, "glyphs36": 36, "glyphs20": 20}[name]
 
 
-ZOOS = {"dev": dev_zoo, "confirm": confirm_zoo, "confirm2": confirm2_zoo}
+ZOOS = {"dev": dev_zoo, "confirm": confirm_zoo, "confirm2": confirm2_zoo, "confirm3": confirm3_zoo}
 
 
 def k_grid(pixels: int) -> list[int]:
