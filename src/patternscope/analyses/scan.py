@@ -336,7 +336,7 @@ def combine_references(
         raise DataError("the reference models do not have the same classes")
     n = lengths.pop()
     shared = [s for s in references[0] if all(s in r for r in references)]
-    out = {}
+    out: dict[str, list[float]] = {}
     for s in shared:
         cap = (caps or {}).get(s)
         out[s] = []

@@ -15,11 +15,15 @@ it, so the stated false-positive rate is per model, for any C >= 3. Over the sig
 Sidak correction of its smallest one; the model's p-value is its top class's; classes with p <= ``fpr`` are
 flagged.
 
+A class whose search never reached the success carries a cap, not a size: caps are left out (type II censored
+in self mode, simulated so in the null); a signal with fewer than 3 measured classes is not used.
+
 Modes (recorded in every verdict, with what its promise rests on, :class:`Basis`):
 
 - ``self`` (the default): the values themselves, so the spread comes from the model's own classes;
-- ``reference``: the ratios against the same class in reference clean models of the same task (a class that
-  is naturally easy in every model is not an outlier of the ratios);
+- ``reference``: the ratios against the same class in the easiest of the reference clean models of the same
+  task (a class that is naturally easy in every model is not an outlier of the ratios), for classes that are
+  also below their own model's typical class;
 - either with a :class:`ScanCalibration` (pilot clean models, :func:`calibrate`): the spread of each signal
   is taken from the pilots instead of this model's classes, a tighter test whose promise holds only for
   models whose classes spread like the pilots' (the verdict says so).
@@ -256,7 +260,6 @@ def decide_backdoor(
     if calibration is not None and calibration.mode != mode:
         raise DataError(f"a {calibration.mode}-mode calibration cannot decide a {mode}-mode scan")
     sigs = list(signals)
-    known = calibration is not None
     scores: dict[str, list[float]] = {}
     p_signal: dict[str, list[float]] = {}
     z_thresholds: dict[str, float | None] = {}
@@ -268,10 +271,8 @@ def decide_backdoor(
             ref = reference.get(s)
             if ref is None:
                 raise DataError(f"the references have no {s!r} signal")
-        if known and s not in calibration.spread:  # type: ignore[union-attr]
+        if calibration is not None and s not in calibration.spread:
             raise DataError(f"the calibration has no spread for the {s!r} signal")
-        spread = calibration.spread[s] if calibration is not None else None
-        values = _compared(signals[s], ref)
         marks = [bool(m) for m in (capped or {}).get(s, [False] * n)]
         if len(marks) != n:
             raise DataError(f"{len(marks)} cap marks for the {s!r} signal's {n} classes")
@@ -279,29 +280,12 @@ def decide_backdoor(
             scores[s], p_signal[s], z_thresholds[s] = [0.0] * n, [1.0] * n, None
             unused.append(s)
             continue
-        if reference is None:  # the caps are the largest values: type II censored
-            es = extreme_scores(values, scale=spread, capped=marks)
-            scores[s] = es.z
-            p_signal[s] = [
-                1.0 if m else scan_null.p_value(v, n, shape, known_scale=known, censored=es.censored)
-                for v, m in zip(es.z, marks, strict=True)
-            ]
-            z_thresholds[s] = scan_null.threshold(per_signal, n, shape, known_scale=known, censored=es.censored)
-            continue
-        # reference mode: a ratio with a cap on either side is no measurement, and not the largest ratio; a
-        # candidate must also be easier than its own model's typical class (a class that is merely less hard
-        # than in the references, where a search struggled with it, is no trigger)
-        kept = [t for t in range(n) if not marks[t]]
-        es = extreme_scores([values[t] for t in kept], scale=spread)
-        below = extreme_scores(signals[s], capped=marks).z
-        z = [0.0] * n
-        p = [1.0] * n
-        for j, t in enumerate(kept):
-            z[t] = es.z[j]
-            if below[t] > 0:
-                p[t] = scan_null.p_value(es.z[j], len(kept), shape, known_scale=known)
-        scores[s], p_signal[s] = z, p
-        z_thresholds[s] = scan_null.threshold(per_signal, len(kept), shape, known_scale=known)
+        spread = calibration.spread[s] if calibration is not None else None
+        if ref is None:
+            found = _self_signal(signals[s], marks, spread, shape, per_signal)
+        else:
+            found = _reference_signal(signals[s], ref, marks, spread, shape, per_signal)
+        scores[s], p_signal[s], z_thresholds[s] = found
     class_p = [scan_null.sidak(min(p_signal[s][t] for s in sigs), len(sigs)) for t in range(n)]
     class_scores = [0.0 - math.log10(p) for p in class_p]  # 0.0 - : no -0.0 for p = 1
     z_best = [max(scores[s][t] for s in sigs) for t in range(n)]
@@ -326,6 +310,47 @@ def decide_backdoor(
         calibration.to_dict() if calibration is not None else {},
         z_thresholds,
     )
+
+
+def _self_signal(
+    values: Sequence[float], marks: list[bool], spread: float | None, shape: str, per_signal: float
+) -> tuple[list[float], list[float], float]:
+    """Self mode, one signal: (z, p-value, z threshold) per class. Caps are the largest values, left out as
+    type II censored (simulated so in the null)."""
+    n = len(values)
+    known = spread is not None
+    es = extreme_scores(_compared(values, None), scale=spread, capped=marks)
+    p = [
+        1.0 if m else scan_null.p_value(v, n, shape, known_scale=known, censored=es.censored)
+        for v, m in zip(es.z, marks, strict=True)
+    ]
+    return es.z, p, scan_null.threshold(per_signal, n, shape, known_scale=known, censored=es.censored)
+
+
+def _reference_signal(
+    values: Sequence[float],
+    reference: Sequence[float],
+    marks: list[bool],
+    spread: float | None,
+    shape: str,
+    per_signal: float,
+) -> tuple[list[float], list[float], float]:
+    """Reference mode, one signal: (z, p-value, z threshold) per class, on the ratios to the references. A ratio
+    with a cap on either side is no measurement (and not the largest ratio): left out. A candidate must also be
+    below its own model's typical class: one that is merely less hard than in the references, where a search
+    struggled with it, is no trigger."""
+    n = len(values)
+    known = spread is not None
+    ratios = _compared(values, reference)
+    kept = [t for t in range(n) if not marks[t]]
+    es = extreme_scores([ratios[t] for t in kept], scale=spread)
+    below = extreme_scores(values, capped=marks).z
+    z, p = [0.0] * n, [1.0] * n
+    for j, t in enumerate(kept):
+        z[t] = es.z[j]
+        if below[t] > 0:
+            p[t] = scan_null.p_value(es.z[j], len(kept), shape, known_scale=known)
+    return z, p, scan_null.threshold(per_signal, len(kept), shape, known_scale=known)
 
 
 def _basis(
