@@ -152,17 +152,21 @@ def test_a_scan_and_the_references_it_scans_are_one_run(tmp_path, tiny_weights, 
     base += ["--steps", "5", "--additive-steps", "5", "--device", "cpu", "--quiet"]
     other, out = tmp_path / "other", tmp_path / "scan"
     assert main(["scan", "--out", str(other), *base]) == EXIT_OK
-    # a finished scan of another run is read in place; a weights file is scanned into references/NAME
-    assert main(["scan", "--out", str(out), "--reference", f"{other},{tiny_weights}", *base]) == EXIT_OK
+    # a finished scan of another run is read in place; a weights file is scanned once into the reference cache
+    cache = tmp_path / "refcache"
+    with_refs = ["--reference", f"{other},{tiny_weights}", "--reference-cache", str(cache)]
+    assert main(["scan", "--out", str(out), *with_refs, *base]) == EXIT_OK
     ids = _ids(out)
     run_id = one_run_id(out)
     assert run_id is not None and run_id != one_run_id(other)
-    assert ids[f"references/{tiny_weights.stem}/classes/000/pattern.safetensors"] == run_id
     assert set(ids.values()) == {run_id}  # the class records too (their readers drop the key)
+    (cached,) = [p for p in cache.iterdir() if p.is_dir()]
+    cached_id = one_run_id(cached)  # the cached reference scan is a run of its own, reused by later scans
+    assert cached_id is not None and cached_id != run_id and (cached / "scan.json").is_file()
     assert ids["classes/000/row.json"] == run_id and ids["scan_config.json"] == run_id
     # and a resumed scan reads them back with their run id
-    assert main(["scan", "--out", str(out), "--reference", f"{other},{tiny_weights}", *base, "--resume"]) == EXIT_OK
-    assert one_run_id(out) == run_id
+    assert main(["scan", "--out", str(out), *with_refs, *base, "--resume"]) == EXIT_OK
+    assert one_run_id(out) == run_id and one_run_id(cached) == cached_id
 
 
 @pytest.mark.slow

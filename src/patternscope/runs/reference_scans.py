@@ -25,9 +25,10 @@ from typing import Any
 from ..analyses.scan import ScanConfig, combine_references, scan_model, scan_reference, signal_caps
 from ..core.atomic import write_json
 from ..core.models import resolve_device
+from ..core.run_id import forget_run_id, new_run_id, set_run_id
 from ..data.fingerprint import file_sha256, images_fingerprint
 from ..data.labelled import LabelledImages
-from ..errors import DataError
+from ..errors import DataError, RunDirError
 from .lock import lock_run_dir, release_run_lock
 from .options import load_options_model, parse_model_kwargs
 
@@ -110,6 +111,8 @@ def reference_values(
                 found.append(read_reference_scan(folder / "scan.json", config, item))
                 records.append(ReferenceRecord(item, "cache", str(folder), round(time.perf_counter() - t0, 2)))
                 continue
+            # the cached scan is a run of its own: its id (kept when an interrupted one is continued) on its files
+            set_run_id(folder, _existing_run_id(folder) or new_run_id())
             ref_opts = replace(opts, weights=str(path))
             model = load_options_model(ref_opts, resolve_device(opts.device), parse_model_kwargs(opts.model_kwargs))
             log(f"reference {item}: scanning it once with the same settings into {folder} (kept for later runs)")
@@ -127,6 +130,7 @@ def reference_values(
             found.append(scan_reference(report))
             records.append(ReferenceRecord(item, "scanned", str(folder), round(time.perf_counter() - t0, 2)))
         finally:
+            forget_run_id(folder)
             if taken:
                 release_run_lock(folder)
     needed = set(config.signals)
@@ -134,6 +138,16 @@ def reference_values(
         if not needed <= set(ref):
             raise DataError(f"reference {opts.reference[i]!r} has no {sorted(needed - set(ref))} signal")
     return combine_references(found, signal_caps(data.images.shape[1:])), records
+
+
+def _existing_run_id(folder: Path) -> str | None:
+    """The run id of an interrupted reference scan's finished classes, or None (none finished, or no id)."""
+    from .report import one_run_id
+
+    try:
+        return one_run_id(folder)
+    except RunDirError:  # mixed ids (a damaged cache entry): start a fresh id for what is written now
+        return None
 
 
 def read_reference_scan(path: Path, config: ScanConfig, item: str) -> dict[str, list[float]]:

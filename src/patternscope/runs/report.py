@@ -67,9 +67,9 @@ def one_run_id(run_dir: str | Path) -> str | None:
     :class:`~patternscope.errors.RunDirError` naming one file of each (a folder holding outputs of two runs,
     e.g. a result copied in from another run).
 
-    Sub-folders belong to the run: ``compare``'s per-method folders, ``scan``'s ``classes/`` and ``references/``
-    (the reference models this scan scanned itself, with its id; a finished scan of another run given as a
-    reference is only read, never copied in), ``harden``'s comparisons and class-wise runs."""
+    Sub-folders belong to the run: ``compare``'s per-method folders, ``scan``'s ``classes/`` (its reference
+    scans live in the reference cache, each a run of its own, and are only read), ``harden``'s comparisons and
+    class-wise runs."""
     root = Path(run_dir)
     first: tuple[Path, str] | None = None
     for file in _result_files(root):
