@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     zoos = [args.zoo] if args.zoo else sorted({p.name.split(".")[0] for p in ZOO_DIR.glob("*.jsonl")})
     payload: dict[str, Any] = {"fpr": FPR, "implanted_asr": IMPLANTED_ASR, "zoos": {}}
     curves: dict[str, dict[str, dict[str, list[float]]]] = {}
+    pooled_rows: dict[str, list[dict[str, Any]]] = {}
     for zoo in zoos:
         rows = load(zoo)
         refs = reference_rows(rows)
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ]
         payload["zoos"][zoo] = entry
+        pooled_rows[zoo] = kept
         curves[zoo] = {h: roc_points(kept, h) for h in HOWS if any(h in r["decisions"] for r in kept)}
         shown = []
         for h in HOWS:
@@ -242,14 +244,18 @@ def main(argv: list[str] | None = None) -> int:
         fam = []
         for g, by in entry["by_model_family"].items():
             s = by["self"]
+            ref = by["reference"]
             fam.append(
                 {
                     "family": g,
                     "self TPR": f"{s.get('tp', 0)}/{s['backdoored']}",
                     "self FPR": f"{s.get('fp', 0)}/{s['clean']}",
                     "self AUROC": s.get("auroc", "-"),
-                    "ref FPR": f"{by['reference'].get('fp', 0)}/{by['reference']['clean']}",
-                    "ref TPR": f"{by['reference'].get('tp', 0)}/{by['reference']['backdoored']}",
+                    "ref TPR": f"{ref.get('tp', 0)}/{ref['backdoored']}",
+                    "ref FPR": f"{ref.get('fp', 0)}/{ref['clean']}",
+                    "ref AUROC": ref.get("auroc", "-"),
+                    "target first (self / ref)": f"{s.get('target_ranked_first', 0)} / "
+                    f"{ref.get('target_ranked_first', 0)} of {s['backdoored']}",
                 }
             )
         print(table(fam, list(fam[0])) if fam else "")
@@ -264,6 +270,25 @@ def main(argv: list[str] | None = None) -> int:
         print(table(kind_rows, ["trigger", *HOWS]) if kind_rows else "")
         if failed:
             print("left out (trigger did not implant):", ", ".join(entry["implant_failed"]))
+        print()
+    unseen = [z for z in payload["zoos"] if z.startswith("confirm")]
+    if len(unseen) > 1:  # the confirmation zoos pooled: every architecture the decision was not tuned on
+        pooled = [r for z in unseen for r in pooled_rows[z]]
+        payload["confirmation_pooled"] = {"zoos": unseen, **{h: summarise(pooled, h) for h in HOWS}}
+        shown = []
+        for h in HOWS:
+            s = payload["confirmation_pooled"][h]
+            if s["models"]:
+                shown.append(
+                    {
+                        "zoos": "+".join(unseen),
+                        "decision": h,
+                        "TPR": f"{s.get('tp', 0)}/{s['backdoored']} {s.get('tpr_interval', '')}",
+                        "FPR": f"{s.get('fp', 0)}/{s['clean']} {s.get('fpr_interval', '')}",
+                        "AUROC": f"{s.get('auroc', '-')} {s.get('auroc_interval', '')}",
+                    }
+                )
+        print(table(shown, ["zoos", "decision", "TPR", "FPR", "AUROC"]))
         print()
     payload["roc"] = curves
     if not args.no_figure:

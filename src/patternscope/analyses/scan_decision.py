@@ -45,8 +45,9 @@ MIN_FPR = 20 / REPLICATES  # below it the Monte Carlo null has too few models be
 MODES = ("self", "reference")
 # where the promise was checked (benchmarks/scan_zoo.py and tests/analyses/test_scan_null.py); said in verdicts
 CHECKED = (
-    "simulated clean models at C = 10, 26, 100 and 1,000 classes; real clean and backdoored models of 4 "
-    "architectures on 2 data sets with 10 and 26 classes (docs: benchmarks, scan_zoo)"
+    "simulated clean models at C = 10, 26, 100 and 1,000 classes; real clean and backdoored models of 6 small "
+    "architectures on Fashion-MNIST (10 classes) and generated glyphs (20, 26 and 36 classes); not on "
+    "ImageNet-scale models (docs: benchmarks, scan_zoo)"
 )
 
 
@@ -364,7 +365,11 @@ def _basis(
 ) -> Basis:
     what = "log sizes" if mode == "self" else "log ratios to the easiest reference"
     if calibration is None:
-        spread_from = "this model's own classes: the measured ones other than the most extreme"
+        spread_from = (
+            "this model's own classes: the measured ones other than the most extreme"
+            if mode == "self"
+            else "this model's own classes' ratios to the references: the measured ones other than the most extreme"
+        )
     else:
         spread_from = f"pilot clean models ({calibration.source or f'{calibration.models} models'})"
     null = (
