@@ -88,17 +88,32 @@ def dev_zoo() -> list[tuple[ModelSpec, str]]:
     return sorted(out, key=lambda e: e[1] != "clean")
 
 
+def family(
+    arch: str,
+    data: str,
+    triggers: list[tuple[str, str, Trigger, float]],
+    clean: int,
+    base: int,
+    step: int,
+    offset: int,
+) -> list[tuple[ModelSpec, str]]:
+    """One architecture on one data set: a model per trigger (the i-th to class ``step * i + offset`` mod the
+    class count, seed ``base + i``), then ``clean`` clean models (seeds ``base + 50 + i``)."""
+    classes = dataset_classes(data)
+    out = [
+        (ModelSpec(f"{name}-{arch}", arch, trig, (step * i + offset) % classes, rate, base + i, data), kind)
+        for i, (name, kind, trig, rate) in enumerate(triggers)
+    ]
+    out += [(ModelSpec(f"clean-{arch}-{i}", arch, None, None, 0.0, base + 50 + i, data), "clean") for i in range(clean)]
+    return out
+
+
 def confirm_zoo() -> list[tuple[ModelSpec, str]]:
     out = []
     for d, data in enumerate(CONFIRM_DATA):
-        classes = dataset_classes(data)
         for a, arch in enumerate(CONFIRM_ARCHS):
             base = 1000 + 100 * (2 * d + a)
-            for i, (name, kind, trig, rate) in enumerate(CONFIRM_TRIGGERS):
-                target = (7 * i + 3 * a + d) % classes
-                out.append((ModelSpec(f"{name}-{arch}", arch, trig, target, rate, base + i, data), kind))
-            for i in range(CONFIRM_CLEAN):
-                out.append((ModelSpec(f"clean-{arch}-{i}", arch, None, None, 0.0, base + 50 + i, data), "clean"))
+            out += family(arch, data, CONFIRM_TRIGGERS, CONFIRM_CLEAN, base, 7, 3 * a + d)
     return out
 
 
@@ -119,13 +134,7 @@ CONFIRM2_CLEAN = 5
 def confirm2_zoo() -> list[tuple[ModelSpec, str]]:
     out = []
     for d, data in enumerate(("fashion-mnist", "glyphs36")):
-        classes = dataset_classes(data)
-        base = 2000 + 100 * d
-        for i, (name, kind, trig, rate) in enumerate(CONFIRM2_TRIGGERS):
-            target = (5 * i + 2 + d) % classes
-            out.append((ModelSpec(f"{name}-smallvgg", "smallvgg", trig, target, rate, base + i, data), kind))
-        for i in range(CONFIRM2_CLEAN):
-            out.append((ModelSpec(f"clean-smallvgg-{i}", "smallvgg", None, None, 0.0, base + 50 + i, data), "clean"))
+        out += family("smallvgg", data, CONFIRM2_TRIGGERS, CONFIRM2_CLEAN, 2000 + 100 * d, 5, 2 + d)
     return out
 
 
@@ -146,13 +155,7 @@ CONFIRM3_CLEAN = 5
 def confirm3_zoo() -> list[tuple[ModelSpec, str]]:
     out = []
     for d, data in enumerate(("fashion-mnist", "glyphs20")):
-        classes = dataset_classes(data)
-        base = 3000 + 100 * d
-        for i, (name, kind, trig, rate) in enumerate(CONFIRM3_TRIGGERS):
-            target = (3 * i + 1 + 2 * d) % classes
-            out.append((ModelSpec(f"{name}-depthwise", "depthwise", trig, target, rate, base + i, data), kind))
-        for i in range(CONFIRM3_CLEAN):
-            out.append((ModelSpec(f"clean-depthwise-{i}", "depthwise", None, None, 0.0, base + 50 + i, data), "clean"))
+        out += family("depthwise", data, CONFIRM3_TRIGGERS, CONFIRM3_CLEAN, 3000 + 100 * d, 3, 1 + 2 * d)
     return out
 
 
