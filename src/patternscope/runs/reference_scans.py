@@ -99,45 +99,51 @@ def reference_values(
         if data_key is None:
             data_key = images_fingerprint(data.images, data.labels)
         folder = root / reference_key(path, opts, config, data_key)
-        if (folder / "scan.json").is_file():
-            found.append(read_reference_scan(folder / "scan.json", config, item))
-            records.append(ReferenceRecord(item, "cache", str(folder), round(time.perf_counter() - t0, 2)))
-            log(f"reference {item}: reusing its finished scan from {folder}")
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        taken = lock_run_dir(folder)
-        try:
-            if (folder / "scan.json").is_file():  # another run finished it while this one waited
-                found.append(read_reference_scan(folder / "scan.json", config, item))
-                records.append(ReferenceRecord(item, "cache", str(folder), round(time.perf_counter() - t0, 2)))
-                continue
-            # the cached scan is a run of its own: its id (kept when an interrupted one is continued) on its files
-            set_run_id(folder, _existing_run_id(folder) or new_run_id())
-            ref_opts = replace(opts, weights=str(path))
-            model = load_options_model(ref_opts, resolve_device(opts.device), parse_model_kwargs(opts.model_kwargs))
-            log(f"reference {item}: scanning it once with the same settings into {folder} (kept for later runs)")
-            report = scan_model(
-                model,
-                data.images,
-                data.labels,
-                config,
-                out=folder,
-                resume=True,
-                progress=progress,
-                decide_verdict=False,
-            )
-            write_json(folder / "scan.json", {**report.to_dict(), "reference_of": str(path.resolve())})
-            found.append(scan_reference(report))
-            records.append(ReferenceRecord(item, "scanned", str(folder), round(time.perf_counter() - t0, 2)))
-        finally:
-            forget_run_id(folder)
-            if taken:
-                release_run_lock(folder)
+        values, source = _cached_scan(item, folder, opts, config, data, log, progress)
+        found.append(values)
+        records.append(ReferenceRecord(item, source, str(folder), round(time.perf_counter() - t0, 2)))
     needed = set(config.signals)
     for i, ref in enumerate(found):
         if not needed <= set(ref):
             raise DataError(f"reference {opts.reference[i]!r} has no {sorted(needed - set(ref))} signal")
     return combine_references(found, signal_caps(data.images.shape[1:])), records
+
+
+def _cached_scan(
+    item: str,
+    folder: Path,
+    opts: Any,
+    config: ScanConfig,
+    data: LabelledImages,
+    log: Callable[[str], None],
+    progress: bool,
+) -> tuple[dict[str, list[float]], str]:
+    """The per-class values of the weights file ``item`` from its cache folder, and whether they were read
+    (``cache``: finished by an earlier run, or by another run while this one waited for the folder's lock) or
+    made now (``scanned``: resumable class by class)."""
+    if (folder / "scan.json").is_file():
+        log(f"reference {item}: reusing its finished scan from {folder}")
+        return read_reference_scan(folder / "scan.json", config, item), "cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = lock_run_dir(folder)
+    try:
+        if (folder / "scan.json").is_file():
+            log(f"reference {item}: reusing the scan another run finished in {folder}")
+            return read_reference_scan(folder / "scan.json", config, item), "cache"
+        # the cached scan is a run of its own: its id (kept when an interrupted one is continued) on its files
+        set_run_id(folder, _existing_run_id(folder) or new_run_id())
+        ref_opts = replace(opts, weights=item)
+        model = load_options_model(ref_opts, resolve_device(opts.device), parse_model_kwargs(opts.model_kwargs))
+        log(f"reference {item}: scanning it once with the same settings into {folder} (kept for later runs)")
+        report = scan_model(
+            model, data.images, data.labels, config, out=folder, resume=True, progress=progress, decide_verdict=False
+        )
+        write_json(folder / "scan.json", {**report.to_dict(), "reference_of": str(Path(item).resolve())})
+        return scan_reference(report), "scanned"
+    finally:
+        forget_run_id(folder)
+        if taken:
+            release_run_lock(folder)
 
 
 def _existing_run_id(folder: Path) -> str | None:
