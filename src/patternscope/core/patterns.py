@@ -163,7 +163,8 @@ class Pattern:
         """Write ``pattern.safetensors``, ``pattern.json`` and ``pattern.png`` into ``folder`` atomically."""
         tensors = {"delta": self.delta.contiguous().cpu()}
         for key, value in (extra_tensors or {}).items():
-            tensors[key] = value.detach().float().contiguous().cpu()
+            # a copy: safetensors refuses tensors that share memory (with --keep best, the best δ *is* δ)
+            tensors[key] = value.detach().float().contiguous().cpu().clone()
         return _write(Path(folder), "pattern", tensors, self.metadata(), self.visible())
 
     @classmethod
