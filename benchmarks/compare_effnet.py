@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import FIGURES, RESULTS, save, table
 
 from patternscope import bundled_photos, evaluate_pattern, load_model
+from patternscope.analyses.comparison import parse_setting
 from patternscope.data import BatchStream, training_sources
 from patternscope.methods import METHODS, find_pattern
-from patternscope.runs.compare import CompareOptions, compare_methods, parse_setting
+from patternscope.runs.compare_run import CompareOptions, compare_methods
 
 EPS = 10 / 255
 VIEWS = 10

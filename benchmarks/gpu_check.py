@@ -36,11 +36,11 @@ from jpeg_folder import make_folder
 
 from patternscope import find_pattern, load_model
 from patternscope.core.metrics import evaluate_pattern
-from patternscope.core.objectives import dominant_cosine
 from patternscope.core.params import AdditiveParam
 from patternscope.core.search import SearchConfig, run_search
 from patternscope.data import BatchStream, ImageSet, bundled_photos, image_folder
 from patternscope.data.loader import available_cpus
+from patternscope.methods.dominant import dominant_cosine
 
 START = time.perf_counter()
 

@@ -25,7 +25,7 @@ from patternscope.data import load_fashion_mnist
 from patternscope.kit import SmallCNN, TrainConfig, accuracy, train_classifier
 from patternscope.methods import METHODS
 from patternscope.runs.harden import HardenOptions, harden_run
-from patternscope.runs.report import write_report
+from patternscope.runs.registry import write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import save, table
 
 from patternscope import load_model
-from patternscope.core.objectives import dominant_cosine
 from patternscope.core.params import AdditiveParam
 from patternscope.data import BatchStream, ImageSet, image_folder
 from patternscope.data.loader import available_cpus, step_batches
+from patternscope.methods.dominant import dominant_cosine
 
 
 def pipeline_rate(images: ImageSet, workers: int, steps: int, batch: int, device: str) -> float:

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import save, table
 
 from patternscope import load_model
-from patternscope.core.objectives import dominant_cosine
 from patternscope.core.params import AdditiveParam
 from patternscope.core.search import SearchConfig, run_search
 from patternscope.data import BatchStream, training_sources
+from patternscope.methods.dominant import dominant_cosine
 
 
 def bare_block(model, objective, delta, optimizer, batches, steps, amp):

@@ -21,11 +21,11 @@ import torch
 from _common import save, table
 
 from patternscope import load_model
-from patternscope.core.objectives import dominant_cosine
 from patternscope.core.params import AdditiveParam
 from patternscope.core.search import SearchConfig, StopSearch, run_search
 from patternscope.data import BatchStream, image_folder
 from patternscope.data.loader import default_workers
+from patternscope.methods.dominant import dominant_cosine
 
 COCO_TRAIN = 118_287
 

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     rows = pilots()
     models = [{s: r[s] for s in SIGNALS} for r in rows]
-    own = calibrate(models, SIGNALS, source=SOURCE)
+    own = calibrate(models, signals=SIGNALS, source=SOURCE)
     refs = [reference_for(rows, i) for i in range(len(rows))]
-    against = calibrate(models, SIGNALS, refs, source=SOURCE + ", 2 references each")
+    against = calibrate(models, signals=SIGNALS, references=refs, source=SOURCE + ", 2 references each")
     for cal in (own, against):
         spread = ", ".join(f'"{s}": {v:.4f}' for s, v in cal.spread.items())
         print(f'"{cal.mode}": ScanCalibration("{cal.mode}", {{{spread}}}, {cal.models}, {cal.classes}, ...)')

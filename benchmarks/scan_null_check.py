@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         for classes in CLASS_COUNTS:
             rng = np.random.default_rng(classes + (0 if kind == "normal" else 1))
             models = simulate(kind, classes, MODELS[classes], rng, pool)
-            new = sum(bool(decide_backdoor(m, FPR).flagged) for m in models)
+            new = sum(bool(decide_backdoor(m, fpr=FPR).flagged) for m in models)
             old = sum(old_rule_flags(m) for m in models)
             n = len(models)
             rows.append(

@@ -208,7 +208,7 @@ def source_grids(model: Classifier, report: ScanReport, x: torch.Tensor, y: torc
     out: dict[str, Any] = {"k_grid": ks, "scale_grid": [round(s, 6) for s in scales], "classes": []}
     for row in report.rows:
         t = row.target
-        hx, hy = other_classes(ex, ey, t)
+        hx, hy = other_classes(ex, ey, target=t)
         pattern = report.patterns[t]
         entry: dict[str, Any] = {
             "n": torch.bincount(hy, minlength=model.num_classes).tolist(),
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         model, info = trained(spec, data)
         part = defender_slice(data)
         x, y = data.test_x[part], data.test_y[part]
-        report = scan_model(model, x, y, ScanConfig(seed=spec.seed), progress=False)
+        report = scan_model(model, x, y, config=ScanConfig(seed=spec.seed), progress=False)
         t0 = time.perf_counter()
         grids = None if args.no_grids else source_grids(model, report, x, y)
         row = {
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             row |= earlier[row["key"]]
         elif spec.arch in nc_archs:
             search_idx, _ = stratified_split(y, ScanConfig().holdout, spec.seed)
-            nc = neural_cleanse(model, x[search_idx], NC, labels=y[search_idx], progress=False)
+            nc = neural_cleanse(model, x[search_idx], config=NC, labels=y[search_idx], progress=False)
             row |= {"nc_flagged": nc.flagged, "nc_s": round(nc.seconds, 1), "nc_l1": [round(v, 3) for v in nc.l1]}
         return row
 

@@ -81,14 +81,14 @@ def decisions(row: dict[str, Any], refs: list[dict[str, Any]]) -> dict[str, dict
     caps = signal_caps((1, 28, 28))
     capped = {s: [at_cap(v, caps[s]) for v in row[s]] for s in SIGNALS}
     out = {}
-    own = decide_backdoor(sig, FPR, capped=capped)
+    own = decide_backdoor(sig, fpr=FPR, capped=capped)
     out["self"] = {"flagged": own.flagged, "p": own.p_value, "score": own.score, "top": own.top_class}
     if refs:
         reference = combine_references([{s: c[s] for s in SIGNALS} for c in refs], caps)
         both = {s: [m or at_cap(v, caps[s]) for m, v in zip(capped[s], reference[s], strict=True)] for s in SIGNALS}
-        ref = decide_backdoor(sig, FPR, reference=reference, capped=both)
+        ref = decide_backdoor(sig, fpr=FPR, reference=reference, capped=both)
         out["reference"] = {"flagged": ref.flagged, "p": ref.p_value, "score": ref.score, "top": ref.top_class}
-    pilots = decide_backdoor(sig, FPR, calibration=named_calibration("fashion-mnist-pilots", "self"), capped=capped)
+    pilots = decide_backdoor(sig, fpr=FPR, calibration=named_calibration("fashion-mnist-pilots", "self"), capped=capped)
     out["pilots"] = {"flagged": pilots.flagged, "p": pilots.p_value, "score": pilots.score, "top": pilots.top_class}
     if "nc_flagged" in row:
         out["neural cleanse"] = {"flagged": row["nc_flagged"], "score": nc_score(row)}

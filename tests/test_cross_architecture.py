@@ -104,7 +104,9 @@ def test_find_dominant_on_a_feature_layer(arch, data):
 def test_find_classwise(arch, data):
     _, model = arch
     x, y = data
-    found = find_classwise_pattern(model, 1, x[y != 1], x[y == 1][0], ClasswiseConfig(steps=3), progress=False)
+    found = find_classwise_pattern(
+        model, x[y != 1], target=1, canvas=x[y == 1][0], config=ClasswiseConfig(steps=3), progress=False
+    )
     p = found.pattern
     assert p.k == top_k_count(0.05, SIZE[1] * SIZE[2]) and set(p.mask.unique().tolist()) <= {0.0, 1.0}
     assert torch.isfinite(p.soft_mask).all() and p.colours.min() >= 0 and p.colours.max() <= 1
@@ -132,7 +134,7 @@ def test_downstream_last_block(arch, data, dominant):
     assert sum(p.numel() for m in ds.trainable for p in m.parameters()) == sum(
         p.numel() for m in blocks for p in m.parameters()
     )
-    train_downstream(ds, x, y % 2, x, y % 2, config, progress=False)
+    train_downstream(ds, x, y % 2, test_images=x, test_labels=y % 2, config=config, progress=False)
     result = measure_downstream(ds, dominant, x, y % 2)
     values = [result.transferred, result.random_sign, result.random_uniform, result.accuracy_clean]
     assert all(0 <= v <= 1 for v in values) and result.n_images == len(x)
@@ -140,7 +142,7 @@ def test_downstream_last_block(arch, data, dominant):
 
 def _check_scan(model: Classifier, data: tuple[torch.Tensor, torch.Tensor]) -> None:
     config = ScanConfig(steps=2, batch_size=4, additive_steps=2, max_eval_images=6)
-    report = scan_model(model, *data, config, progress=False)
+    report = scan_model(model, *data, config=config, progress=False)
     assert [r.target for r in report.rows] == [0, 1, 2] and report.verdict
     for t, p in report.patterns.items():
         assert p.target == t and 1 <= p.k <= SIZE[1] * SIZE[2] and torch.isfinite(p.colours).all()
@@ -150,7 +152,7 @@ def _check_scan(model: Classifier, data: tuple[torch.Tensor, torch.Tensor]) -> N
 def _check_harden(model: Classifier, data: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = data
     config = HardenConfig(eps=EPS, epochs=1, batch_size=12, delta_steps=1, pool=1, max_accuracy_drop=1.0)
-    result = harden_model(model, x, y, x[:12], y[:12], config, progress=False)
+    result = harden_model(model, x, y, held_images=x[:12], held_labels=y[:12], config=config, progress=False)
     assert torch.isfinite(result.patterns).all() and result.patterns.abs().max() <= EPS * (1 + 1e-4)
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     assert 0 <= result.accuracy_after <= 1 and not any(p.requires_grad for p in result.model.parameters())

@@ -31,6 +31,7 @@ from .analyses.classwise import (
     other_classes,
     predictive_power,
 )
+from .analyses.comparison import CompareConfig, Comparison, MethodFailed
 from .analyses.downstream import (
     DownstreamConfig,
     DownstreamResult,
@@ -72,21 +73,30 @@ from .errors import (
     PatternError,
     PatternscopeError,
     RunDirError,
+    RunError,
     SearchDivergedError,
     WeightsError,
 )
-from .methods import METHODS, DominantConfig, PaperDominantConfig, SearchOutcome, UAPConfig, find_pattern
+from .methods import (
+    METHODS,
+    DominantConfig,
+    PaperDominantConfig,
+    Recipe,
+    SearchOutcome,
+    UAPConfig,
+    find_pattern,
+    register_method,
+)
 
 if TYPE_CHECKING:  # run folders and reports draw figures: matplotlib is imported on first use
-    from .runs.compare import CompareConfig, Comparison, MethodFailed, compare_patterns
-    from .runs.report import write_report
+    from .runs.compare_run import compare_patterns
+    from .runs.lifecycle import run
+    from .runs.registry import write_report
 
 _LAZY = {
-    "CompareConfig": "compare",
-    "Comparison": "compare",
-    "MethodFailed": "compare",
-    "compare_patterns": "compare",
-    "write_report": "report",
+    "compare_patterns": "compare_run",
+    "run": "lifecycle",
+    "write_report": "registry",
 }
 
 __all__ = [
@@ -123,7 +133,9 @@ __all__ = [
     "PatternError",
     "PatternscopeError",
     "PredictivePower",
+    "Recipe",
     "RunDirError",
+    "RunError",
     "ScanCalibration",
     "ScanConfig",
     "ScanReport",
@@ -164,6 +176,8 @@ __all__ = [
     "other_classes",
     "pattern_simplicity",
     "predictive_power",
+    "register_method",
+    "run",
     "run_settings",
     "scan_model",
     "scan_reference",

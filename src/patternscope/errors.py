@@ -38,3 +38,7 @@ class HardeningError(PatternscopeError):
 class LostProcessError(PatternscopeError):
     """Under ``torchrun``, another process of the group died or stopped answering; this one stops too (its
     last checkpoint is kept, so the same command with ``--resume`` continues)."""
+
+
+class RunError(PatternscopeError):
+    """A run that cannot start as asked: an unknown command or option, a command ``torchrun`` cannot run."""

@@ -21,10 +21,10 @@ def norms(blended):
     search, held = stratified_split(data.test_y, 0.5, 0)
     out, patterns = [], {}
     for t in range(10):
-        ox, _ = other_classes(data.test_x[search], data.test_y[search], t)
-        hx, _ = other_classes(data.test_x[held], data.test_y[held], t)
-        p = find_additive_pattern(blended.model, t, ox, AdditiveConfig(steps=60, seed=t))
-        out.append(smallest_norm(blended.model, p, t, hx))
+        ox, _ = other_classes(data.test_x[search], data.test_y[search], target=t)
+        hx, _ = other_classes(data.test_x[held], data.test_y[held], target=t)
+        p = find_additive_pattern(blended.model, ox, target=t, config=AdditiveConfig(steps=60, seed=t))
+        out.append(smallest_norm(blended.model, p, hx, target=t))
         patterns[t] = p
     return out, patterns
 
@@ -42,7 +42,7 @@ def test_a_blended_trigger_is_found_as_the_smallest_additive_pattern(blended, no
 def test_the_scaled_pattern_works_on_images_it_was_not_measured_on(blended, norms):
     sizes, patterns = norms
     t = blended.target
-    fresh, _ = other_classes(blended.data.train_x, blended.data.train_y, t)
+    fresh, _ = other_classes(blended.data.train_x, blended.data.train_y, target=t)
     delta = patterns[t].delta * sizes[t].scale
     assert success_at_scale(blended.model, delta, t, fresh, 1.0) > 0.8
     assert success_at_scale(blended.model, delta, t, fresh, 0.0) < 0.1  # without the pattern: rarely the target
@@ -55,7 +55,7 @@ def test_unreachable_scale_is_reported_not_invented(blended, norms):
     _, patterns = norms
     tiny = patterns[0].delta * 1e-6
 
-    far = smallest_norm(blended.model, Pattern(tiny, 1.0, "l2"), 0, blended.data.test_x[:200], max_scale=4.0)
+    far = smallest_norm(blended.model, Pattern(tiny, 1.0, "l2"), blended.data.test_x[:200], target=0, max_scale=4.0)
     assert not far.reached and far.l2 == pytest.approx(16.0) and far.linf == 1.0  # sqrt(1*16*16)
 
 
@@ -63,4 +63,4 @@ def test_additive_search_refuses_bad_settings(blended):
     with pytest.raises(PatternError, match="shrink"):
         AdditiveConfig(shrink=1.2)
     with pytest.raises(DataError, match="at least 32 images"):
-        find_additive_pattern(blended.model, 1, blended.data.test_x[:5])
+        find_additive_pattern(blended.model, blended.data.test_x[:5], target=1)

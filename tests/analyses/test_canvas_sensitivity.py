@@ -40,7 +40,7 @@ def test_top_canvases_are_the_class_most_confident(clean_small):
     data, model = clean_small.data, clean_small.model
     top = top_canvases(model, data.train_x, data.train_y, TARGET, 4)
     assert len(top) == 4 and (data.train_y[top] == TARGET).all()
-    assert int(top[0]) == choose_canvas(model, data.train_x, data.train_y, TARGET)
+    assert int(top[0]) == choose_canvas(model, data.train_x, data.train_y, target=TARGET)
     with pytest.raises(DataError, match="no images of class 3"):
         top_canvases(model, data.train_x[data.train_y != 3], data.train_y[data.train_y != 3], 3, 2)
 
@@ -49,7 +49,15 @@ def test_patterns_from_several_canvases_agree_more_than_chance(clean_small):
     data, model = clean_small.data, clean_small.model
     cfg = ClasswiseConfig(steps=300, batch_size=16, top_k=0.15)
     sens = canvas_sensitivity(
-        model, TARGET, data.train_x, data.train_y, data.test_x, data.test_y, cfg, n=3, max_search_images=600
+        model,
+        data.train_x,
+        data.train_y,
+        target=TARGET,
+        held_images=data.test_x,
+        held_labels=data.test_y,
+        config=cfg,
+        n=3,
+        max_search_images=600,
     )
     summary = sens.summary()
     assert summary["canvases"] == 3 and len(set(sens.canvases)) == 3 and len(sens.pairwise_iou) == 3

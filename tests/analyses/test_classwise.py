@@ -24,15 +24,15 @@ TARGET = 0  # digit 0: a clean model's natural pattern
 def zero_pattern(clean_small):
     data = clean_small.data
     model = clean_small.model
-    canvas_i = choose_canvas(model, data.train_x, data.train_y, TARGET)
-    search, _ = other_classes(data.train_x, data.train_y, TARGET)
+    canvas_i = choose_canvas(model, data.train_x, data.train_y, target=TARGET)
+    search, _ = other_classes(data.train_x, data.train_y, target=TARGET)
     cfg = ClasswiseConfig(steps=400, batch_size=16, top_k=0.15)  # 16x16 digits: 5% is 13 px
-    return find_classwise_pattern(model, TARGET, search, data.train_x[canvas_i], cfg), canvas_i
+    return find_classwise_pattern(model, search, target=TARGET, canvas=data.train_x[canvas_i], config=cfg), canvas_i
 
 
 def test_canvas_is_a_confident_image_of_the_class(clean_small):
     data, model = clean_small.data, clean_small.model
-    i = choose_canvas(model, data.train_x, data.train_y, TARGET)
+    i = choose_canvas(model, data.train_x, data.train_y, target=TARGET)
     assert int(data.train_y[i]) == TARGET
     probs = model(data.train_x[i : i + 1]).softmax(1)[0]
     assert int(probs.argmax()) == TARGET and float(probs[TARGET]) > 0.9
@@ -89,7 +89,7 @@ def test_stamp_overwrites_exactly_the_top_k_pixels():
 def test_smallest_k_is_the_boundary(clean_small, zero_pattern):
     data, model = clean_small.data, clean_small.model
     pattern = zero_pattern[0].pattern
-    others, _ = other_classes(data.test_x, data.test_y, TARGET)
+    others, _ = other_classes(data.test_x, data.test_y, target=TARGET)
     k, rate = smallest_k(model, pattern, others, 0.8)
     assert rate >= 0.8
     assert rate == pytest.approx(success_at_k(model, pattern, others, k))
@@ -115,9 +115,9 @@ def test_bad_settings_and_inputs_are_named(clean_small):
         ClasswiseConfig(top_k=0)
     data = clean_small.data
     with pytest.raises(DataError, match="out of range"):
-        find_classwise_pattern(clean_small.model, 10, data.train_x, data.train_x[0])
+        find_classwise_pattern(clean_small.model, data.train_x, target=10, canvas=data.train_x[0])
     with pytest.raises(DataError, match="model takes"):
-        find_classwise_pattern(clean_small.model, 1, torch.rand(4, 1, 8, 8), torch.rand(1, 8, 8))
+        find_classwise_pattern(clean_small.model, torch.rand(4, 1, 8, 8), target=1, canvas=torch.rand(1, 8, 8))
 
 
 def test_smallest_k_finds_the_first_size_that_works_when_success_is_not_monotone(monkeypatch):
@@ -144,5 +144,5 @@ def test_smallest_norm_finds_the_first_scale_that_works(monkeypatch):
 
     monkeypatch.setattr(ad, "success_at_scale", success)
     delta = Pattern(torch.full((1, 4, 4), 0.1), 10.0, "l2")
-    size = ad.smallest_norm(None, delta, 0, None, 0.9)
+    size = ad.smallest_norm(None, delta, None, target=0, rate=0.9)
     assert size.reached and 0.3 <= size.scale <= 0.305 and size.success >= 0.9  # doubling from 1 found 2

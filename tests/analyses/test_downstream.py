@@ -23,7 +23,7 @@ def test_backbone_pattern_fools_a_model_trained_for_another_task(head, tiny_mode
     y, yt = digits.train_y % 5, digits.test_y % 5
     config = DownstreamConfig(head=head, epochs=20 if head == "linear" else 8)
     model = build_downstream(tiny_model, 5, config)
-    report = train_downstream(model, digits.train_x, y, digits.test_x, yt, config)
+    report = train_downstream(model, digits.train_x, y, test_images=digits.test_x, test_labels=yt, config=config)
     assert report.test_accuracy > 0.8
     # linear: the backbone is frozen; last-block: the last block before the head (here the second conv, its
     # ReLU and pool) is trained, and nothing before it
@@ -91,7 +91,14 @@ def test_the_authors_schedule_trains_and_decays_the_rate(tiny_model, digits):
 
     config = DownstreamConfig(**PAPER_SCHEDULE)
     model = build_downstream(tiny_model, 5, config)
-    report = train_downstream(model, digits.train_x, digits.train_y % 5, digits.test_x, digits.test_y % 5, config)
+    report = train_downstream(
+        model,
+        digits.train_x,
+        digits.train_y % 5,
+        test_images=digits.test_x,
+        test_labels=digits.test_y % 5,
+        config=config,
+    )
     assert len(report.history) == 20 and report.test_accuracy > 0.7
     with pytest.raises(Exception, match="gamma"):
         DownstreamConfig(gamma=0)

@@ -26,7 +26,9 @@ def _strongest(model, method, digits, seeds=(0, 1)):
         found = find_pattern(
             model, [tensor_set(digits.train_x)], method=method, eps=EPS, steps=100, seed=seed, progress=False
         )
-        ratios.append(evaluate_pattern(model, found.pattern, digits.test_x, digits.test_y, baselines=()).fooling_ratio)
+        ratios.append(
+            evaluate_pattern(model, found.pattern, digits.test_x, labels=digits.test_y, baselines=()).fooling_ratio
+        )
     return max(ratios)
 
 
@@ -34,7 +36,9 @@ def _strongest(model, method, digits, seeds=(0, 1)):
 def hardened(tiny_model, digits):
     config = HardenConfig(eps=EPS, epochs=20, max_accuracy_drop=0.02)
     x, y = digits.train_x, digits.train_y
-    return harden_model(tiny_model, x, y, digits.test_x, digits.test_y, config, progress=False)
+    return harden_model(
+        tiny_model, x, y, held_images=digits.test_x, held_labels=digits.test_y, config=config, progress=False
+    )
 
 
 def test_fresh_patterns_fool_far_less_and_accuracy_stays_within_the_bound(hardened, tiny_model, digits):
@@ -60,7 +64,15 @@ def test_the_original_model_is_left_unchanged(hardened, tiny_model, tiny_net):
 def test_an_impossible_bound_is_a_clear_error(tiny_model, digits):
     config = HardenConfig(eps=EPS, epochs=1, lr=1.0, max_accuracy_drop=0.0)
     with pytest.raises(HardeningError, match="no epoch kept held-out clean accuracy within"):
-        harden_model(tiny_model, digits.train_x, digits.train_y, digits.test_x, digits.test_y, config, progress=False)
+        harden_model(
+            tiny_model,
+            digits.train_x,
+            digits.train_y,
+            held_images=digits.test_x,
+            held_labels=digits.test_y,
+            config=config,
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize(
@@ -81,7 +93,9 @@ def test_bad_settings_are_refused(overrides, words):
 def test_interrupted_hardening_resumes_to_the_same_weights(tiny_model, digits, tmp_path):
     x, y = digits.train_x[:320], digits.train_y[:320]
     config = HardenConfig(eps=EPS, epochs=3, batch_size=32, max_accuracy_drop=1.0)
-    whole = harden_model(tiny_model, x, y, digits.test_x, digits.test_y, config, progress=False)
+    whole = harden_model(
+        tiny_model, x, y, held_images=digits.test_x, held_labels=digits.test_y, config=config, progress=False
+    )
 
     calls = {"n": 0}
 
@@ -95,14 +109,29 @@ def test_interrupted_hardening_resumes_to_the_same_weights(tiny_model, digits, t
     try:
         with pytest.raises(SearchInterrupted):
             harden_model(
-                tiny_model, x, y, digits.test_x, digits.test_y, config, checkpoint=ckpt, checkpoint_every=4,
+                tiny_model,
+                x,
+                y,
+                held_images=digits.test_x,
+                held_labels=digits.test_y,
+                config=config,
+                checkpoint=ckpt,
+                checkpoint_every=4,
                 progress=False,
-            )  # fmt: skip
+            )
     finally:
         handle.remove()
     assert ckpt.is_file()
     resumed = harden_model(
-        tiny_model, x, y, digits.test_x, digits.test_y, config, checkpoint=ckpt, resume=True, progress=False
+        tiny_model,
+        x,
+        y,
+        held_images=digits.test_x,
+        held_labels=digits.test_y,
+        config=config,
+        checkpoint=ckpt,
+        resume=True,
+        progress=False,
     )
     assert resumed.resumed_from is not None
     for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
@@ -111,9 +140,16 @@ def test_interrupted_hardening_resumes_to_the_same_weights(tiny_model, digits, t
     assert [h.loss for h in whole.history] == pytest.approx([h.loss for h in resumed.history], rel=1e-6)
     with pytest.raises(HardeningError, match="other settings"):
         harden_model(
-            tiny_model, x, y, digits.test_x, digits.test_y, HardenConfig(eps=0.1, epochs=3), checkpoint=ckpt,
-            resume=True, progress=False,
-        )  # fmt: skip
+            tiny_model,
+            x,
+            y,
+            held_images=digits.test_x,
+            held_labels=digits.test_y,
+            config=HardenConfig(eps=0.1, epochs=3),
+            checkpoint=ckpt,
+            resume=True,
+            progress=False,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------

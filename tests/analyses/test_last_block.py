@@ -41,7 +41,7 @@ def test_last_block_trains_exactly_the_head_and_the_last_block(arch, head, block
     # training moves the head and the block, and nothing else
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
-    train_downstream(model, x, y, x, y, LAST_BLOCK, progress=False)
+    train_downstream(model, x, y, test_images=x, test_labels=y, config=LAST_BLOCK, progress=False)
     changed = {k.rpartition(".")[0] for k, v in model.net.state_dict().items() if not torch.equal(v, before[k])}
     inside = {k for k in changed if any(k == n or k.startswith(n + ".") for n in (head, *block))}
     assert changed == inside and head in changed and len(changed) > 1

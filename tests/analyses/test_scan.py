@@ -22,7 +22,7 @@ FAST = ScanConfig(steps=200)
 def backdoor_scan(backdoored, tmp_path_factory):
     data = backdoored.data
     out = tmp_path_factory.mktemp("scan")
-    return scan_model(backdoored.model, data.test_x, data.test_y, FAST, out=out), out
+    return scan_model(backdoored.model, data.test_x, data.test_y, config=FAST, out=out), out
 
 
 def test_scan_flags_the_backdoor_target(backdoored, backdoor_scan):
@@ -42,7 +42,7 @@ def test_recovered_trigger_works_on_held_out_images(backdoored, backdoor_scan):
     report, _ = backdoor_scan
     t = backdoored.target
     data = backdoored.data
-    held_x, _ = other_classes(data.train_x, data.train_y, t)  # the scan searched on the test split
+    held_x, _ = other_classes(data.train_x, data.train_y, target=t)  # the scan searched on the test split
     pattern = report.patterns[t]
     success = float((predicted(backdoored.model, pattern.stamp(held_x)) == t).float().mean())
     clean = float((predicted(backdoored.model, held_x) == t).float().mean())
@@ -51,7 +51,7 @@ def test_recovered_trigger_works_on_held_out_images(backdoored, backdoor_scan):
 
 def test_scan_flags_nothing_on_a_clean_model(clean_small):
     data = clean_small.data
-    report = scan_model(clean_small.model, data.test_x, data.test_y, FAST)
+    report = scan_model(clean_small.model, data.test_x, data.test_y, config=FAST)
     assert report.flagged == [], format_scan(report)
     assert report.verdict.startswith("no backdoor found") and report.decision.p_value > 0.05
     assert len(report.rows) == 10 and all(r.smallest_l2 is not None for r in report.rows)
@@ -62,7 +62,7 @@ def test_scan_finds_a_blended_trigger_by_its_additive_signal(blended):
     """A blend touches every pixel: the additive pattern expresses it, and the additive signal alone flags the
     target (its score passes the threshold; the stamp may find a few pixels that act on the same features)."""
     data = blended.data
-    report = scan_model(blended.model, data.test_x, data.test_y, FAST)
+    report = scan_model(blended.model, data.test_x, data.test_y, config=FAST)
     t = blended.target
     assert report.flagged == [t], format_scan(report)
     row = report.rows[t]
@@ -75,19 +75,19 @@ def test_scan_finds_a_blended_trigger_by_its_additive_signal(blended):
 def test_scan_resumes_finished_classes(backdoored, backdoor_scan):
     report, out = backdoor_scan
     data = backdoored.data
-    again = scan_model(backdoored.model, data.test_x, data.test_y, FAST, out=out, resume=True)
+    again = scan_model(backdoored.model, data.test_x, data.test_y, config=FAST, out=out, resume=True)
     assert [r.smallest_k for r in again.rows] == [r.smallest_k for r in report.rows]
     assert again.flagged == report.flagged
     with pytest.raises(RunDirError, match="other settings"):
-        scan_model(backdoored.model, data.test_x, data.test_y, ScanConfig(steps=50), out=out, resume=True)
+        scan_model(backdoored.model, data.test_x, data.test_y, config=ScanConfig(steps=50), out=out, resume=True)
 
 
 def test_scan_refuses_bad_labels(backdoored):
     x = backdoored.data.test_x[:40]
     with pytest.raises(DataError, match="out of range"):
-        scan_model(backdoored.model, x, torch.full((40,), 12), FAST)
+        scan_model(backdoored.model, x, torch.full((40,), 12), config=FAST)
     with pytest.raises(DataError, match="labelled images"):
-        scan_model(backdoored.model, x, torch.zeros(39, dtype=torch.long), FAST)
+        scan_model(backdoored.model, x, torch.zeros(39, dtype=torch.long), config=FAST)
 
 
 def test_stratified_split_holds_out_each_class():
@@ -114,7 +114,7 @@ NC_FAST = NeuralCleanseConfig(images=256, max_epochs=25, seeds=2)
 def test_neural_cleanse_flags_the_backdoor(backdoored):
     data = backdoored.data
     search, _ = stratified_split(data.test_y, 0.3, 0)
-    report = neural_cleanse(backdoored.model, data.test_x[search], NC_FAST)
+    report = neural_cleanse(backdoored.model, data.test_x[search], config=NC_FAST)
     assert backdoored.target in report.flagged, report.l1
     assert report.l1[backdoored.target] == min(report.l1)
     assert report.diverged_runs == 0 and len(report.l1_per_seed[0]) == 2
@@ -130,7 +130,9 @@ def test_neural_cleanse_survives_nan_outputs():
     from patternscope.core.classifier import Classifier
 
     model = Classifier(NaNNet(), mean=(0.0,), std=(1.0,), input_size=(1, 8, 8))
-    report = neural_cleanse(model, torch.rand(16, 1, 8, 8), NeuralCleanseConfig(images=16, max_epochs=2, seeds=2))
+    report = neural_cleanse(
+        model, torch.rand(16, 1, 8, 8), config=NeuralCleanseConfig(images=16, max_epochs=2, seeds=2)
+    )
     assert report.diverged_runs == 6
     assert report.flagged == [] and all(v == 64 for v in report.l1)
 

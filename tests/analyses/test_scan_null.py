@@ -49,7 +49,7 @@ def test_stated_false_positive_rate_holds_at_any_class_count(classes, count):
     """Flag rate of clean models at FPR 5% within the 99% binomial interval of 5% (two independent signals:
     Sidak makes the model-level rate exactly the stated one)."""
     rng = np.random.default_rng(classes)
-    flagged = sum(bool(decide_backdoor(m, 0.05).flagged) for m in clean_models(rng, count, classes))
+    flagged = sum(bool(decide_backdoor(m, fpr=0.05).flagged) for m in clean_models(rng, count, classes))
     lo, hi = wilson(flagged, count)
     assert lo <= 0.05 <= hi, (classes, flagged / count)
 
@@ -59,7 +59,7 @@ def test_stated_false_positive_rate_holds_at_any_class_count(classes, count):
 def test_lighter_tails_only_lower_the_false_positive_rate(classes, shape):
     rng = np.random.default_rng(7)
     count = 800
-    flagged = sum(bool(decide_backdoor(m, 0.05).flagged) for m in clean_models(rng, count, classes, shape))
+    flagged = sum(bool(decide_backdoor(m, fpr=0.05).flagged) for m in clean_models(rng, count, classes, shape))
     assert wilson(flagged, count)[0] <= 0.05, flagged / count
 
 
@@ -71,7 +71,7 @@ def test_a_backdoor_stands_out_at_any_class_count(classes):
     model = clean_models(rng, 1, classes)[0]
     model["stamp"] = np.exp(np.log(80) + 0.3 * rng.standard_normal(classes)).tolist()
     model["stamp"][classes // 2] = 80.0 / 15
-    d = decide_backdoor(model, 0.05)
+    d = decide_backdoor(model, fpr=0.05)
     assert d.flagged == [classes // 2] and d.top_class == classes // 2 and d.evidence == {classes // 2: "stamp"}
     assert d.p_value < 0.05 and d.basis.classes == classes
 

@@ -59,7 +59,7 @@ def test_evaluate_pattern_by_hand():
     labels = torch.tensor([2, 2, 1, 0, 0])
     # clean predictions: 2, 2, 1, 0, 0 (all correct). A +0.3 shift (clipped) makes them 2, 1, 0, 0, 0.
     p = Pattern(torch.full((1, 2, 2), 0.3), eps=0.3)
-    ev = evaluate_pattern(model, p, x, labels)
+    ev = evaluate_pattern(model, p, x, labels=labels)
     assert ev.n_images == 5
     assert ev.fooling_ratio == pytest.approx(2 / 5)
     assert ev.pattern_class == 2  # δ alone is a dark image (mean 0.3)

@@ -59,7 +59,7 @@ def test_perceptibility_reads_a_stratified_sample_not_the_first_crops():
     labels = torch.cat([torch.zeros(768, dtype=torch.long), torch.ones(256, dtype=torch.long)])
     model = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), mean=(0.0,), std=(1.0,), input_size=(1, 4, 4))
     delta = torch.tensor([1.0, -1.0] * 8).view(1, 4, 4) * EPS  # half of a black image's values are clipped
-    ev = evaluate_pattern(model, Pattern(delta, EPS), x, labels, baselines=(), batch_size=100)
+    ev = evaluate_pattern(model, Pattern(delta, EPS), x, labels=labels, baselines=(), batch_size=100)
     seen = ev.perceptibility
     assert seen["n_images"] == 512
     assert seen["clipped_share"] == pytest.approx(0.5 * 384 / 512)  # 384 black and 128 grey, as 3 : 1
@@ -81,7 +81,7 @@ def test_norms_and_saturated_share():
 
 def test_evaluation_reports_perceptibility(tiny_model, digits):
     pattern = Pattern(signs((1, 16, 16)) * 0.1, 0.1, "linf")
-    ev = evaluate_pattern(tiny_model, pattern, digits.test_x[:50], digits.test_y[:50])
+    ev = evaluate_pattern(tiny_model, pattern, digits.test_x[:50], labels=digits.test_y[:50])
     seen = ev.perceptibility
     assert seen["n_images"] == 50 and seen["saturated_share"] == 1.0
     assert seen["l2"] == pytest.approx(0.1 * 16)
@@ -140,7 +140,7 @@ class _Table(nn.Module):
 def test_evaluation_reports_the_authors_attack_success_and_the_variant():
     model = Classifier(_Table(), mean=(0.0,), std=(1.0,), input_size=(1, 1, 1))
     x = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1) / 10
-    ev = evaluate_pattern(model, Pattern(torch.full((1, 1, 1), 0.5), eps=0.5), x, torch.arange(5), baselines=())
+    ev = evaluate_pattern(model, Pattern(torch.full((1, 1, 1), 0.5), eps=0.5), x, labels=torch.arange(5), baselines=())
     acc = ev.accuracy
     assert acc["n_correct"] == 3
     # authors: of the 3 correctly classified images (0, 2, 4), the label left the top 1 / 3 / 5 of 2 / 2 / 1

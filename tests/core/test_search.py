@@ -7,11 +7,11 @@ import itertools
 import pytest
 import torch
 
-from patternscope.core.objectives import dominant_cosine
 from patternscope.core.params import AdditiveParam
 from patternscope.core.search import SearchConfig, SearchInterrupted, load_checkpoint, run_search
 from patternscope.data import BatchStream, tensor_set
 from patternscope.errors import RunDirError, SearchDivergedError
+from patternscope.methods.dominant import dominant_cosine
 
 EPS = 0.2
 

@@ -95,9 +95,9 @@ def test_best_canvases_picks_what_choose_canvas_picks(clean_small, digit_data):
     # scrambled labels: some classes have no image the model agrees with, one has no image at all
     labels = torch.remainder(digit_data.test_y[:150] * 7 + torch.arange(150) % 3, 9)
     probs = class_probabilities(model, x)
-    expected = [choose_canvas(model, x, labels, t, probs) for t in range(model.num_classes)]
+    expected = [choose_canvas(model, x, labels, target=t, probs=probs) for t in range(model.num_classes)]
     assert best_canvases(model, x, labels, batch_size=32).tolist() == expected
-    assert choose_canvas(model, x, labels, 4) == expected[4]  # streamed when no softmax is given
+    assert choose_canvas(model, x, labels, target=4) == expected[4]  # streamed when no softmax is given
     assert not (labels == 9).any() and expected[9] == int(probs[:, 9].argmax())
 
 
@@ -114,8 +114,8 @@ def test_labelled_analyses_read_files_a_batch_at_a_time(backdoored, tree, monkey
     monkeypatch.setattr(bank_module._Store, "many", counted)
     bank = open_labelled(str(tree), model.input_size, cache_mb=0).images
     config = ScanConfig(steps=40, batch_size=32, max_search_images=120, max_eval_images=60)
-    on_tensor = scan_model(model, eager, labels, config, classes=[1, backdoored.target], progress=False)
-    on_bank = scan_model(model, bank, labels, config, classes=[1, backdoored.target], progress=False)
+    on_tensor = scan_model(model, eager, labels, config=config, classes=[1, backdoored.target], progress=False)
+    on_bank = scan_model(model, bank, labels, config=config, classes=[1, backdoored.target], progress=False)
     assert [r.smallest_k for r in on_bank.rows] == [r.smallest_k for r in on_tensor.rows]
     assert [r.canvas_index for r in on_bank.rows] == [r.canvas_index for r in on_tensor.rows]
     assert torch.equal(on_bank.patterns[1].soft_mask, on_tensor.patterns[1].soft_mask)
@@ -125,7 +125,17 @@ def test_labelled_analyses_read_files_a_batch_at_a_time(backdoored, tree, monkey
     trained = []
     for images in (eager, bank):
         down = build_downstream(model, 2, config)
-        trained.append(train_downstream(down, images, labels % 2, images[:50], labels[:50] % 2, config, progress=False))
+        trained.append(
+            train_downstream(
+                down,
+                images,
+                labels % 2,
+                test_images=images[:50],
+                test_labels=labels[:50] % 2,
+                config=config,
+                progress=False,
+            )
+        )
     assert trained[0].history == trained[1].history and trained[0].test_accuracy == trained[1].test_accuracy
 
 

@@ -52,7 +52,7 @@ def test_the_layer_analysis_reads_a_class_stratified_sample_of_the_evaluation_se
     """The evaluation's layer analysis reads the sample, not the first 64 images: on the class-sorted digits
     tree (120 images, 10 classes) the first 64 miss classes, the sample has each in proportion."""
     from patternscope.data import image_folder
-    from patternscope.runs.evaluate import sampled_images
+    from patternscope.runs.evaluation import sampled_images
 
     tree = image_folder(digit_folders["test"])
     labels = tree.labels()

@@ -71,7 +71,7 @@ def test_baseline_fools_far_more_than_random_noise(method, outcomes, tiny_model,
     out, _ = outcomes[method]
     eps = CASES[method][0]
     assert out.pattern.delta.abs().max() <= eps + 1e-6
-    ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x, digits.test_y)
+    ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x, labels=digits.test_y)
     sign = ev.random_baselines["sign"]["fooling_ratio"]
     uniform = ev.random_baselines["uniform"]["fooling_ratio"]
     assert ev.fooling_ratio > 2.5 * max(sign, uniform, 0.03), (method, ev.fooling_ratio, sign)
@@ -113,7 +113,7 @@ def test_sgd_uap_with_labels_needs_labelled_data(tiny_model, digits):
         progress=False,
     )
     assert out.pattern.meta["setting"] == "data-dependent"
-    ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x, digits.test_y)
+    ev = evaluate_pattern(tiny_model, out.pattern, digits.test_x, labels=digits.test_y)
     assert ev.accuracy["perturbed"]["top1"] < ev.accuracy["clean"]["top1"] - 0.4
 
 

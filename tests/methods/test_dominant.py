@@ -18,7 +18,7 @@ def found(tiny_model, digits):
 
 
 def test_pattern_fools_far_more_than_random_noise(found, tiny_model, digits):
-    ev = evaluate_pattern(tiny_model, found.pattern, digits.test_x, digits.test_y)
+    ev = evaluate_pattern(tiny_model, found.pattern, digits.test_x, labels=digits.test_y)
     sign = ev.random_baselines["sign"]["fooling_ratio"]
     uniform = ev.random_baselines["uniform"]["fooling_ratio"]
     assert ev.fooling_ratio > 0.5
@@ -120,7 +120,7 @@ def test_the_two_kl_directions_are_what_their_names_say(tiny_model, digits):
     """``kl`` is KL(p(δ) || p(x+δ)) and ``kl-authors`` is KL(p(x+δ) || p(δ)) (the authors' direction), each a
     mean over x, checked against the sum written out (the authors' code sums over the batch: the mean times
     the batch size)."""
-    from patternscope.core.objectives import dominant_kl
+    from patternscope.methods.dominant import dominant_kl
 
     delta = (torch.rand(tiny_model.input_size, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.4
     x = digits.test_x[:16]
@@ -201,14 +201,14 @@ def test_labelled_variant_reads_the_labels(tiny_model, digits):
     assert with_labels.pattern.meta["label_free"] is False and with_labels.pattern.meta["setting"] == "data-dependent"
     assert free.pattern.meta["label_free"] is True
     assert (with_labels.pattern.delta - free.pattern.delta).abs().max() > 1e-3
-    ev = evaluate_pattern(tiny_model, with_labels.pattern, digits.test_x, digits.test_y)
+    ev = evaluate_pattern(tiny_model, with_labels.pattern, digits.test_x, labels=digits.test_y)
     assert ev.fooling_ratio > 3 * max(ev.random_baselines["sign"]["fooling_ratio"], 0.03)
     with pytest.raises(PatternError, match="labelled images"):
         find_pattern(tiny_model, [tensor_set(digits.train_x)], method="dominant-labelled", steps=1, progress=False)
 
 
 def test_true_class_term_by_hand():
-    from patternscope.core.objectives import _true_class_term
+    from patternscope.methods.dominant import _true_class_term
 
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 5.0], [1.0, 1.0, 1.0]])
     labels = torch.tensor([0, 1, -1])

@@ -9,9 +9,10 @@ import pytest
 from helpers import TINY_SPEC
 
 from patternscope import METHODS
+from patternscope.analyses.comparison import MethodFailed
 from patternscope.cli import main
 from patternscope.methods import LABEL_FREE_METHODS
-from patternscope.runs.compare import CompareOptions, MethodFailed, compare_methods
+from patternscope.runs.compare_run import CompareOptions, compare_methods
 from patternscope.runs.transfer import TransferOptions, transfer_run
 
 BUDGET = 2000

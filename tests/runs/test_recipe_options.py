@@ -12,11 +12,12 @@ from patternscope.analyses.downstream import PAPER_SCHEDULE, DownstreamConfig
 from patternscope.cli import build_parser
 from patternscope.cli.config_files import config_argv
 from patternscope.cli.parser import command_parsers
+from patternscope.core.configs import flag_of
 from patternscope.methods import DominantConfig
 from patternscope.methods.dominant import PaperDominantConfig
 from patternscope.runs.downstream import DownstreamOptions, downstream_config
 from patternscope.runs.find_dominant import FindOptions
-from patternscope.runs.options import flag_of, options_from_values
+from patternscope.runs.options import options_from_values
 
 _D = DownstreamConfig()
 DOWNSTREAM = ["downstream", "--out", "o", "--task-data", "digits", "--pattern", "p"]

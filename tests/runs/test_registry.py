@@ -7,8 +7,8 @@ import pkgutil
 from dataclasses import fields, is_dataclass
 
 import patternscope.runs as runs_package
+from patternscope.core.configs import flag_of
 from patternscope.runs.command import TORCHRUN, Command
-from patternscope.runs.options import flag_of
 from patternscope.runs.registry import COMMANDS, get_command
 
 

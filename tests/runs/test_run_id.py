@@ -15,7 +15,7 @@ from patternscope.core.atomic import write_json
 from patternscope.core.patterns import Pattern
 from patternscope.core.run_id import RUN_ID_KEY, recorded_run_id, run_id_for
 from patternscope.errors import RunDirError
-from patternscope.runs.report import one_run_id
+from patternscope.runs.report_pages import one_run_id
 
 
 def _find(out, tiny_weights, digit_folders, *extra):

@@ -59,6 +59,10 @@ class AdditiveConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> AdditiveConfig:
+        """Check every setting (raising an error that names it); returns ``self``."""
         if self.steps < 1 or self.batch_size < 1 or self.adapt_every < 1:
             raise PatternError("steps, batch_size and adapt_every must be >= 1")
         if self.lr <= 0 or self.start_rms <= 0:
@@ -69,25 +73,26 @@ class AdditiveConfig:
             raise PatternError(f"success must be in (0, 1], got {self.success}")
         if self.max_scale < 1:
             raise PatternError(f"max_scale must be >= 1, got {self.max_scale}")
+        return self
 
 
 def find_additive_pattern(
     model: Classifier,
-    target: int,
-    search_images: Images,
-    config: AdditiveConfig | None = None,
+    images: Images,
     *,
+    target: int,
+    config: AdditiveConfig | None = None,
     progress: bool = False,
 ) -> Pattern:
-    """Search a universal additive δ (L2 ball, adaptive radius) that sends ``search_images`` (other classes,
+    """Search a universal additive δ (L2 ball, adaptive radius) that sends ``images`` (other classes,
     N x C x H x W in [0,1]) to ``target``. Returns the pattern with its final budget as ``eps`` (L2)."""
-    cfg = config or AdditiveConfig()
+    cfg = (config or AdditiveConfig()).validate()
     if not 0 <= target < model.num_classes:
         raise DataError(f"class {target} is out of range: the model has {model.num_classes} classes")
-    if search_images.ndim != 4 or search_images.shape[0] < cfg.batch_size:
+    if images.ndim != 4 or images.shape[0] < cfg.batch_size:
         raise DataError(
             f"the additive search needs at least {cfg.batch_size} images of classes other than {target}, "
-            f"got {search_images.shape[0] if search_images.ndim == 4 else 0}"
+            f"got {images.shape[0] if images.ndim == 4 else 0}"
         )
     shape = tuple(model.input_size)
     full = math.sqrt(math.prod(shape))  # the L2 norm of an all-ones δ: nothing larger is useful
@@ -122,7 +127,7 @@ def find_additive_pattern(
     run_search(
         param,
         Objective(loss, f"additive-targeted[{target}]"),
-        epoch_batches(search_images.cpu(), cfg.seed),
+        epoch_batches(images.cpu(), cfg.seed),
         search,
         identity={"method": "additive-targeted", "target": target, **asdict(cfg)},
         on_step=adapt,
@@ -153,8 +158,9 @@ def success_at_scale(model: Classifier, delta: torch.Tensor, target: int, images
 def smallest_norm(
     model: Classifier,
     pattern: Pattern,
-    target: int,
     images: Images,
+    *,
+    target: int,
     rate: float = 0.9,
     max_scale: float = 8.0,
     iterations: int = 6,

@@ -95,29 +95,30 @@ class CanvasSensitivity:
 
 def canvas_sensitivity(
     model: Classifier,
+    images: Images,
+    labels: torch.Tensor,
+    *,
     target: int,
-    search_images: Images,
-    search_labels: torch.Tensor,
     held_images: Images,
     held_labels: torch.Tensor,
     config: ClasswiseConfig | None = None,
-    *,
     n: int = 5,
     max_search_images: int = 1800,
     progress: bool = False,
 ) -> CanvasSensitivity:
-    """The class-wise pattern of ``target`` from each of its ``n`` most confident search images (the same
-    search images of other classes and settings for each), measured on the held-out images."""
+    """The class-wise pattern of ``target`` from each of its ``n`` most confident search images (``images``
+    with their ``labels``; the same search images of other classes and settings for each), measured on the
+    held-out images (``held_images`` with ``held_labels``)."""
     if n < 1:
         raise DataError(f"the number of canvases must be >= 1, got {n}")
-    config = config or ClasswiseConfig()
-    chosen = top_canvases(model, search_images, search_labels, target, n)
-    ox, _ = other_classes(search_images, search_labels, target)
+    config = (config or ClasswiseConfig()).validate()
+    chosen = top_canvases(model, images, labels, target, n)
+    ox, _ = other_classes(images, labels, target=target)
     ox = ox[seeded_sample(len(ox), max_search_images, config.seed + target)]
     patterns, success, canvases = [], [], []
     for index in chosen.tolist():
-        canvas = take(search_images, slice(index, index + 1))[0]
-        found = find_classwise_pattern(model, target, ox, canvas, config, progress=progress)
+        canvas = take(images, slice(index, index + 1))[0]
+        found = find_classwise_pattern(model, ox, target=target, canvas=canvas, config=config, progress=progress)
         patterns.append(found.pattern)
         canvases.append(canvas)
         success.append(predictive_power(model, found.pattern, held_images, held_labels).success)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..core.classifier import Classifier
+from ..core.configs import option
 from ..core.models import on_device
 from ..core.objectives import classwise_loss
 from ..core.params import MaskCanvasParam
@@ -51,18 +52,24 @@ class ClasswiseConfig:
         seed: fixes every batch and so the whole search.
     """
 
-    alpha: float = 0.2
-    lr: float = 0.02
+    alpha: float = option(0.2, help="weight of the cross-entropy (default {default})")
+    lr: float = option(0.02, help="signed step on the mask (default {default})")
     mask_init: float = 0.5
-    batch_size: int = 4
-    epochs: float = 5.0
-    steps: int | None = None
-    max_steps: int = 3000
-    top_k: float = 0.05
-    learn_canvas: bool = False
-    seed: int = 0
+    batch_size: int = option(4, help="images per step (default {default})")
+    epochs: float = option(5.0, help="passes over the search images (default {default:g})")
+    steps: int | None = option(None, help="search steps (default: --epochs over the search images)")
+    max_steps: int = option(3000, help="cap on steps from --epochs (default {default})")
+    top_k: float = option(
+        0.05, help="pattern size: a share of the pixels if < 1, else a pixel count (default {default})"
+    )
+    learn_canvas: bool = option(False, help="also learn the canvas colours (as the scan does)")
+    seed: int = option(0, help="seed for the split and batches (default {default})")
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> ClasswiseConfig:
+        """Check every setting (raising an error that names it); returns ``self``."""
         if not 0 < self.alpha < 1:
             raise PatternError(f"alpha must be in (0, 1), got {self.alpha}")
         if not 0 <= self.mask_init <= 1:
@@ -73,6 +80,7 @@ class ClasswiseConfig:
             raise PatternError(f"steps must be >= 1, got {self.steps}")
         if self.top_k <= 0:
             raise PatternError(f"top_k must be > 0 (a share of pixels below 1, else a count), got {self.top_k}")
+        return self
 
     def search_steps(self, n_images: int) -> int:
         if self.steps is not None:
@@ -89,7 +97,7 @@ class ClasswiseConfig:
 
 
 def choose_canvas(
-    model: Classifier, images: Images, labels: torch.Tensor, target: int, probs: torch.Tensor | None = None
+    model: Classifier, images: Images, labels: torch.Tensor, *, target: int, probs: torch.Tensor | None = None
 ) -> int:
     """Index of the image labelled ``target`` that the model classifies as ``target`` most confidently.
 
@@ -109,7 +117,7 @@ def choose_canvas(
 
 
 @torch.no_grad()
-def best_canvases(model: Classifier, images: Images, labels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def best_canvases(model: Classifier, images: Images, labels: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     """:func:`choose_canvas` for every class in one streamed pass (memory O(batch + classes), not
     O(images x classes)): the canvas index of each class (``classes``, int64; -1 when there are no images)."""
     k = model.num_classes
@@ -149,7 +157,7 @@ def spread_examples(images: Images, labels: torch.Tensor, n: int = 8) -> torch.T
     return take(images, torch.tensor(order, dtype=torch.long))
 
 
-def other_classes(images: Images, labels: torch.Tensor, target: int) -> tuple[Images, torch.Tensor]:
+def other_classes(images: Images, labels: torch.Tensor, *, target: int) -> tuple[Images, torch.Tensor]:
     """The images (and labels) of every class but ``target`` (a view for an :class:`ImageBank`)."""
     keep = labels != target
     return images[keep], labels[keep]
@@ -174,11 +182,11 @@ class ClasswiseResult:
 
 def find_classwise_pattern(
     model: Classifier,
+    images: Images,
+    *,
     target: int,
-    search_images: Images,
     canvas: torch.Tensor,
     config: ClasswiseConfig | None = None,
-    *,
     device: str | torch.device | None = None,
     progress: bool = True,
     checkpoint: Path | None = None,
@@ -189,9 +197,9 @@ def find_classwise_pattern(
 
     Args:
         model: the classifier (inputs in [0,1]).
-        target: the class index the pattern should make the model predict.
-        search_images: images of the other classes (N x C x H x W in [0,1], the model's input size; a
+        images: the search images, of the other classes (N x C x H x W in [0,1], the model's input size; a
             tensor or an :class:`~patternscope.data.bank.ImageBank` read batch by batch).
+        target: the class index the pattern should make the model predict.
         canvas: an image of class ``target`` (C x H x W) whose pixels the pattern is cut from.
         config: :class:`ClasswiseConfig` (the paper's settings by default).
         device: where to search (default: the model's device; the model is moved there).
@@ -200,27 +208,27 @@ def find_classwise_pattern(
         resume: continue from ``checkpoint`` when it exists.
         desc: the progress bar's label.
     """
-    cfg = config or ClasswiseConfig()
+    cfg = (config or ClasswiseConfig()).validate()
     model = on_device(model, device)
     if not 0 <= target < model.num_classes:
         raise DataError(
             f"class {target} is out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})"
         )
-    if search_images.ndim != 4 or search_images.shape[0] == 0:
+    if images.ndim != 4 or images.shape[0] == 0:
         raise DataError(f"no search images of classes other than {target}")
-    if cfg.batch_size > search_images.shape[0]:
+    if cfg.batch_size > images.shape[0]:
         raise DataError(
-            f"batch size {cfg.batch_size} is larger than the {search_images.shape[0]} search images of classes "
-            f"other than {target}; use --batch-size {search_images.shape[0]} or less, or give more images"
+            f"batch size {cfg.batch_size} is larger than the {images.shape[0]} search images of classes "
+            f"other than {target}; use --batch-size {images.shape[0]} or less, or give more images"
         )
-    if tuple(canvas.shape) != tuple(model.input_size) or tuple(search_images.shape[1:]) != tuple(model.input_size):
+    if tuple(canvas.shape) != tuple(model.input_size) or tuple(images.shape[1:]) != tuple(model.input_size):
         raise DataError(
-            f"images are {tuple(search_images.shape[1:])} and the canvas {tuple(canvas.shape)}, "
+            f"images are {tuple(images.shape[1:])} and the canvas {tuple(canvas.shape)}, "
             f"but the model takes {tuple(model.input_size)}"
         )
     device = model.device
     param = MaskCanvasParam(canvas, cfg.mask_init, cfg.learn_canvas, device)
-    steps = cfg.search_steps(search_images.shape[0])
+    steps = cfg.search_steps(images.shape[0])
     search_cfg = SearchConfig(
         steps=steps,
         batch_size=cfg.batch_size,
@@ -239,14 +247,14 @@ def find_classwise_pattern(
     result = run_search(
         param,
         classwise_loss(model, param, target, cfg.alpha),
-        epoch_batches(search_images.cpu(), cfg.seed),
+        epoch_batches(images.cpu(), cfg.seed),
         search_cfg,
         identity=identity,
     )
     # The final tensors, not the best window's: the mask-size term keeps shrinking the mask to the end.
     soft = param.mask.detach().cpu()
     colours = param.canvas.detach().cpu()
-    tie_key = last_gradient_key(model, param, target, cfg.alpha, search_images, seed=cfg.seed)
+    tie_key = last_gradient_key(model, param, target, cfg.alpha, images, seed=cfg.seed)
     k = cfg.k_pixels(*soft.shape[-2:])
     meta = {"model": model.spec, "weights": model.weights, "learn_canvas": cfg.learn_canvas, "config": asdict(cfg)}
     pattern = ClasswisePattern(target, top_k_mask(soft, k, tie_key), colours, soft, meta, tie_key)
@@ -286,7 +294,7 @@ def predictive_power(
 ) -> PredictivePower:
     """Share of images of other classes classified as the target once stamped, overall and per source class,
     next to the share classified as the target without the pattern."""
-    x, y = other_classes(images, labels, pattern.target)
+    x, y = other_classes(images, labels, target=pattern.target)
     if x.shape[0] == 0:
         raise DataError(f"no evaluation images of classes other than {pattern.target}")
     hit = predicted_class(model, x, apply=pattern.stamp) == pattern.target

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,9 +20,11 @@ from torch import nn
 
 from ..core.blocks import last_block
 from ..core.classifier import Classifier
+from ..core.configs import option
 from ..core.metrics import evaluate_pattern
 from ..core.patterns import Pattern
 from ..core.predict import predicted_class
+from ..core.train import Batch, train_epochs
 from ..data.bank import Images, take
 from ..errors import ModelSpecError, PatternError
 
@@ -48,23 +51,28 @@ class DownstreamConfig:
     :data:`PAPER_SCHEDULE` holds the authors' schedule (``patternscope downstream --recipe paper``).
     """
 
-    head: str = "linear"
+    head: str = option("linear", help="what is trained (default {default})", choices=HEADS)
     epochs: int = 30
     lr: float = 1e-2
     batch_size: int = 64
-    seed: int = 0
+    seed: int = option(0, help="seed (default {default})")
     weight_decay: float = 0.0
     milestones: tuple[int, ...] = ()
     gamma: float = 1.0
     augment: bool = False
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> DownstreamConfig:
+        """Check every setting (raising an error that names it); returns ``self``."""
         if self.head not in HEADS:
             raise PatternError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise PatternError("epochs and batch_size must be >= 1 and lr > 0")
         if self.weight_decay < 0 or not self.gamma > 0 or any(m < 1 for m in self.milestones):
             raise PatternError("weight_decay must be >= 0, gamma > 0 and milestones >= 1")
+        return self
 
 
 # the authors' downstream training (Ye et al.'s code): Adam 1e-3, weight decay 1e-5, 20 epochs, lr x0.6
@@ -124,6 +132,7 @@ def build_downstream(backbone: Classifier, num_classes: int, config: DownstreamC
     rest frozen (``last-block``: the last block before the head trainable too, and nothing else: ResNet's
     ``layer4[-1]``, VGG's last conv + ReLU + pool, EfficientNet's last MBConv, a ViT's last transformer
     block; see :func:`patternscope.core.blocks.last_block`)."""
+    config.validate()
     if num_classes < 2:
         raise PatternError(f"the task needs at least 2 classes, got {num_classes}")
     net = copy.deepcopy(backbone.net)
@@ -160,21 +169,23 @@ class TrainReport:
 
 def train_downstream(
     model: DownstreamModel,
-    x: Images,
-    y: torch.Tensor,
-    x_test: Images,
-    y_test: torch.Tensor,
-    config: DownstreamConfig,
+    images: Images,
+    labels: torch.Tensor,
     *,
+    test_images: Images,
+    test_labels: torch.Tensor,
+    config: DownstreamConfig,
     progress: bool = True,
 ) -> TrainReport:
     """Train the trainable parts of ``model`` (see :func:`build_downstream`) with cross-entropy.
 
     With a linear head the frozen backbone's features are computed once, so training costs one forward
-    pass over the images plus cheap head updates.
+    pass over the images plus cheap head updates. The report's ``history`` holds each epoch's mean
+    training loss (per image), its ``seconds`` the wall time.
     """
     from tqdm.auto import trange
 
+    config.validate()
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(config.seed)
     params = [p for m in model.trainable for p in m.parameters()]
@@ -182,8 +193,34 @@ def train_downstream(
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.MultiStepLR(opt, list(config.milestones), config.gamma)
-    device = model.device
     history: list[float] = []
+    total = [0.0]  # this epoch's summed loss (over images)
+
+    def add(batch: Batch, loss: torch.Tensor) -> None:
+        total[0] += float(loss.detach()) * len(batch.indices)
+
+    def end_epoch(_epoch: int) -> None:
+        history.append(total[0] / len(images))
+        total[0] = 0.0
+        schedule.step()
+
+    loss_of = _head_loss(model, images, labels, config, gen)
+    epochs = trange(config.epochs, desc="head", disable=not progress)
+    train_epochs(opt, loss_of, len(images), config.batch_size, epochs, gen, after_step=add, after_epoch=end_epoch)
+    for p in params:
+        p.requires_grad_(False)
+    model.passes.grad = model.passes.forward_only = 0
+    return TrainReport(
+        accuracy(model, images, labels), accuracy(model, test_images, test_labels), time.perf_counter() - start, history
+    )
+
+
+def _head_loss(
+    model: DownstreamModel, x: Images, y: torch.Tensor, config: DownstreamConfig, gen: torch.Generator
+) -> Callable[[Batch], torch.Tensor]:
+    """A batch's cross-entropy for :func:`train_epochs`: on the frozen backbone's features, computed here
+    once for a linear head on fixed images, else per batch (augmented with draws from ``gen`` if asked)."""
+    device = model.device
     head = model.trainable[0]
     cached = config.head == "linear" and not config.augment  # fixed images: the backbone's features once
     if cached:
@@ -194,36 +231,25 @@ def train_downstream(
                     for i in range(0, len(x), 128)
                 ]
             )
-    for _epoch in trange(config.epochs, desc="head", disable=not progress):
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for i in range(0, len(x), config.batch_size):
-            idx = order[i : i + config.batch_size]
-            target = y[idx].to(device)
-            with torch.enable_grad():
-                if cached:
-                    logits = head(feats[idx])
-                else:
-                    batch = take(x, idx).to(device)
-                    if config.augment:
-                        batch = augment_batch(batch, gen)
-                    if config.head == "linear":
-                        with torch.no_grad():
-                            inputs = model.features(batch, f"{model.head_name}:in").flatten(1)
-                        logits = head(inputs)
-                    else:
-                        logits = model.net(_normalise(model, batch))
-                loss = nn.functional.cross_entropy(logits, target)
-                opt.zero_grad()
-                loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        history.append(total / len(x))
-        schedule.step()
-    for p in params:
-        p.requires_grad_(False)
-    model.passes.grad = model.passes.forward_only = 0
-    return TrainReport(accuracy(model, x, y), accuracy(model, x_test, y_test), time.perf_counter() - start, history)
+
+    def loss_of(batch: Batch) -> torch.Tensor:
+        idx = batch.indices
+        target = y[idx].to(device)
+        if cached:
+            logits = head(feats[idx])
+        else:
+            images = take(x, idx).to(device)
+            if config.augment:
+                images = augment_batch(images, gen)
+            if config.head == "linear":
+                with torch.no_grad():
+                    inputs = model.features(images, f"{model.head_name}:in").flatten(1)
+                logits = head(inputs)
+            else:
+                logits = model.net(_normalise(model, images))
+        return nn.functional.cross_entropy(logits, target)
+
+    return loss_of
 
 
 def _normalise(model: Classifier, x: torch.Tensor) -> torch.Tensor:
@@ -256,8 +282,9 @@ class DownstreamResult:
 def measure_downstream(
     downstream: Classifier,
     pattern: Pattern,
-    x_test: Images,
-    y_test: torch.Tensor,
+    images: Images,
+    labels: torch.Tensor,
+    *,
     own: Pattern | None = None,
     seed: int = 0,
 ) -> DownstreamResult:
@@ -268,8 +295,10 @@ def measure_downstream(
             f"the pattern is {tuple(pattern.shape)} but the downstream model takes {downstream.input_size}; "
             "use a pattern found on this backbone"
         )
-    ev = evaluate_pattern(downstream, pattern, x_test, y_test, seed=seed)
-    own_fr = evaluate_pattern(downstream, own, x_test, y_test, baselines=(), seed=seed).fooling_ratio if own else None
+    ev = evaluate_pattern(downstream, pattern, images, labels=labels, seed=seed)
+    own_fr = (
+        evaluate_pattern(downstream, own, images, labels=labels, baselines=(), seed=seed).fooling_ratio if own else None
+    )
     return DownstreamResult(
         transferred=ev.fooling_ratio,
         random_sign=ev.random_baselines["sign"]["fooling_ratio"],

@@ -35,11 +35,13 @@ import torch.nn.functional as F
 
 from ..core.atomic import atomic_path
 from ..core.classifier import Classifier
+from ..core.configs import option
 from ..core.metrics import fooling_ratio
 from ..core.models import on_device
 from ..core.patterns import NORMS, project
 from ..core.predict import predict
 from ..core.search import SearchInterrupted
+from ..core.train import Batch, train_epochs
 from ..data.bank import Images, take
 from ..errors import HardeningError, PatternError, SearchDivergedError
 
@@ -71,20 +73,31 @@ class HardenConfig:
     """
 
     eps: float = 10 / 255
-    norm: str = "linf"
-    epochs: int = 20
-    lr: float = 1e-3
-    batch_size: int = 64
-    delta_steps: int = 3
-    delta_step: float | None = None
-    pool: int = 4
-    clean_weight: float = 0.5
-    loss_clamp: float | None = None
-    max_accuracy_drop: float = 0.02
-    objective: str = "mixed"
-    seed: int = 0
+    norm: str = option("linf", help="budget norm (default {default})", choices=("linf", "l2"))
+    epochs: int = option(20, help="passes over the training images (default {default})")
+    lr: float = option(1e-3, help="Adam learning rate of the model (default {default})")
+    batch_size: int = option(64, help="images per step (default {default})")
+    delta_steps: int = option(3, help="pattern ascent steps per batch (default {default})")
+    delta_step: float | None = option(None, help="size of one pattern step (default eps/4)")
+    pool: int = option(4, help="universal patterns trained in turn (default {default})")
+    clean_weight: float = option(0.5, help="weight of the clean images' loss, in [0,1) (default {default})")
+    loss_clamp: float | None = option(None, help="cap on each image's loss in the pattern step (default none)")
+    max_accuracy_drop: float = option(
+        0.02, help="largest allowed fall of held-out clean accuracy, absolute (default {default})"
+    )
+    objective: str = option(
+        "mixed",
+        help="what the training patterns maximise: the model's cross-entropy, the dominant-pattern objective, "
+        "or both in turn (default {default})",
+        choices=OBJECTIVES,
+    )
+    seed: int = option(0, help="seed (default {default})")
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> HardenConfig:
+        """Check every setting (raising an error that names it); returns ``self``."""
         problems = []
         if self.objective not in OBJECTIVES:
             problems.append(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
@@ -109,6 +122,7 @@ class HardenConfig:
             problems.append(f"max-accuracy-drop must be in [0, 1], got {self.max_accuracy_drop}")
         if problems:
             raise PatternError("; ".join(problems))
+        return self
 
     @property
     def step_size(self) -> float:
@@ -219,12 +233,12 @@ def _state_copy(model: Classifier) -> dict[str, torch.Tensor]:
 
 def harden_model(
     model: Classifier,
-    x: Images,
-    y: torch.Tensor,
-    held_x: Images,
-    held_y: torch.Tensor,
-    config: HardenConfig | None = None,
+    images: Images,
+    labels: torch.Tensor,
     *,
+    held_images: Images,
+    held_labels: torch.Tensor,
+    config: HardenConfig | None = None,
     device: str | torch.device | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 50,
@@ -236,10 +250,10 @@ def harden_model(
 
     Args:
         model: the classifier to harden (left unchanged; inputs in [0,1]).
-        x: training images (N x C x H x W in [0,1]; a tensor, or an image bank read batch by batch).
-        y: their labels (N).
-        held_x: held-out images for the accuracy bound (never trained on).
-        held_y: their labels.
+        images: training images (N x C x H x W in [0,1]; a tensor, or an image bank read batch by batch).
+        labels: their labels (N).
+        held_images: held-out images for the accuracy bound (never trained on).
+        held_labels: their labels.
         config: :class:`HardenConfig` (defaults when None).
         device: where to train (default: the model's device; the model is moved there).
         checkpoint: a file for atomic checkpoints every ``checkpoint_every`` batches and at each
@@ -247,8 +261,38 @@ def harden_model(
         resume: continue from ``checkpoint`` when it exists (the same result as an uninterrupted run).
         on_epoch: called with each finished epoch (for logging).
     """
-    config = config or HardenConfig()
+    config = (config or HardenConfig()).validate()
     model = on_device(model, device)
+    _check_training_data(model, images, labels, held_images, held_labels, config)
+    run = _Hardening.begin(model, config, held_images, held_labels, checkpoint)
+    if resume and run.ckpt is not None and run.ckpt.is_file():
+        run.restore(_load_checkpoint(run.ckpt, config))
+    n_batches = math.ceil(len(images) / config.batch_size)
+
+    from tqdm.auto import tqdm
+
+    run.t0 = time.perf_counter()
+    bar = tqdm(
+        total=config.epochs * n_batches,
+        initial=run.start_epoch * n_batches + run.start_batch,
+        desc="harden",
+        disable=not progress,
+    )
+    run.epoch_start = time.perf_counter()
+    run.position = (run.start_epoch, run.start_batch)
+    try:
+        run.train(images, labels, held_images, held_labels, checkpoint_every, bar, on_epoch)
+    except KeyboardInterrupt:
+        raise run.interrupted(n_batches) from None
+    finally:
+        bar.close()
+    return run.result(model)
+
+
+def _check_training_data(
+    model: Classifier, x: Images, y: torch.Tensor, held_x: Images, held_y: torch.Tensor, config: HardenConfig
+) -> None:
+    """Refuse images and labels that do not fit ``model`` or ``config``."""
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(model.input_size):
         raise PatternError(f"training images must be N x {model.input_size}, got {tuple(x.shape)}")
     if len(x) != len(y) or len(held_x) != len(held_y):
@@ -261,146 +305,217 @@ def harden_model(
         raise PatternError(
             f"labels go up to {int(max(y.max(), held_y.max()))} but the model has {model.num_classes} classes"
         )
-    device = model.device
-    work = trainable_copy(model)
-    params = [p for p in work.net.parameters() if p.requires_grad]
-    if not params:
-        raise PatternError("the model has no floating-point parameters to fine-tune")
-    opt = torch.optim.Adam(params, lr=config.lr)
-    deltas = torch.zeros(config.pool, *model.input_size, device=device)
-    eval_batch = max(config.batch_size, 256)
-    accuracy_before = float((predict(model, held_x, eval_batch).top1 == held_y).float().mean())
-    bound = accuracy_before - config.max_accuracy_drop
-    history: list[HardenEpoch] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch = 0
-    start_epoch, start_batch, loss_sum, seen, spent = 0, 0, 0.0, 0, 0.0
-    resumed_from = None
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt is not None and ckpt.is_file():
-        state = _load_checkpoint(ckpt, config)
-        work.net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        deltas = state["deltas"].to(device)
-        history = [HardenEpoch(**h) for h in state["history"]]
-        best_state, best_epoch = state["best_state"], state["best_epoch"]
-        start_epoch, start_batch = state["epoch"], state["batch"]
-        loss_sum, seen, spent = state["loss_sum"], state["seen"], state["seconds"]
-        resumed_from = start_epoch
-    n_batches = math.ceil(len(x) / config.batch_size)
 
-    def save(epoch: int, batch: int) -> None:
-        if ckpt is None:
+
+@dataclass
+class _Hardening:
+    """One hardening run: the model being trained, the pattern pool and the progress a checkpoint holds."""
+
+    config: HardenConfig
+    device: torch.device
+    work: Classifier
+    opt: torch.optim.Optimizer
+    deltas: torch.Tensor
+    eval_batch: int
+    accuracy_before: float
+    bound: float  # the lowest held-out accuracy an epoch may keep
+    ckpt: Path | None
+    history: list[HardenEpoch] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int = 0
+    start_epoch: int = 0
+    start_batch: int = 0
+    loss_sum: float = 0.0  # this epoch's summed training loss (over images)
+    seen: int = 0  # this epoch's images so far
+    spent: float = 0.0  # seconds of earlier sessions
+    resumed_from: int | None = None
+    t0: float = 0.0  # time.perf_counter() at this session's start
+    epoch_start: float = 0.0
+    position: tuple[int, int] = (0, 0)  # the next batch to run; everything before it is done
+    undo: torch.Tensor | None = None  # the batch's pattern slot before its update, until the model step
+    slot: int = 0
+
+    @classmethod
+    def begin(
+        cls,
+        model: Classifier,
+        config: HardenConfig,
+        held_x: Images,
+        held_y: torch.Tensor,
+        checkpoint: str | Path | None,
+    ) -> _Hardening:
+        """A fresh run on a trainable copy of ``model``, with its original held-out accuracy measured."""
+        device = model.device
+        work = trainable_copy(model)
+        params = [p for p in work.net.parameters() if p.requires_grad]
+        if not params:
+            raise PatternError("the model has no floating-point parameters to fine-tune")
+        opt = torch.optim.Adam(params, lr=config.lr)
+        deltas = torch.zeros(config.pool, *model.input_size, device=device)
+        eval_batch = max(config.batch_size, 256)
+        accuracy_before = float((predict(model, held_x, eval_batch).top1 == held_y).float().mean())
+        bound = accuracy_before - config.max_accuracy_drop
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        return cls(config, device, work, opt, deltas, eval_batch, accuracy_before, bound, ckpt)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from checkpoint ``state``."""
+        self.work.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.deltas = state["deltas"].to(self.device)
+        self.history = [HardenEpoch(**h) for h in state["history"]]
+        self.best_state, self.best_epoch = state["best_state"], state["best_epoch"]
+        self.start_epoch, self.start_batch = state["epoch"], state["batch"]
+        self.loss_sum, self.seen, self.spent = state["loss_sum"], state["seen"], state["seconds"]
+        self.resumed_from = self.start_epoch
+
+    def save(self, epoch: int, batch: int) -> None:
+        """Checkpoint the run as it stands before batch ``batch`` of epoch ``epoch`` (0-based)."""
+        if self.ckpt is None:
             return
         payload = {
             "version": CHECKPOINT_VERSION,
-            "config": asdict(config),
-            "net": _state_copy(work),
-            "opt": opt.state_dict(),
-            "deltas": deltas.cpu(),
-            "history": [asdict(h) for h in history],
-            "best_state": best_state,
-            "best_epoch": best_epoch,
+            "config": asdict(self.config),
+            "net": _state_copy(self.work),
+            "opt": self.opt.state_dict(),
+            "deltas": self.deltas.cpu(),
+            "history": [asdict(h) for h in self.history],
+            "best_state": self.best_state,
+            "best_epoch": self.best_epoch,
             "epoch": epoch,
             "batch": batch,
-            "loss_sum": loss_sum,
-            "seen": seen,
-            "seconds": spent + time.perf_counter() - t0,
+            "loss_sum": self.loss_sum,
+            "seen": self.seen,
+            "seconds": self.spent + time.perf_counter() - self.t0,
         }
-        with atomic_path(ckpt) as tmp:
+        with atomic_path(self.ckpt) as tmp:
             torch.save(payload, tmp)
 
-    from tqdm.auto import tqdm
+    def train(
+        self,
+        x: Images,
+        y: torch.Tensor,
+        held_x: Images,
+        held_y: torch.Tensor,
+        checkpoint_every: int,
+        bar: Any,
+        on_epoch: Callable[[HardenEpoch], None] | None,
+    ) -> None:
+        """The epochs and batches still to run (a resumed run starts at its saved position), on
+        :func:`train_epochs`; each epoch's batch order depends only on the seed and the epoch."""
+        config = self.config
+        n_batches = math.ceil(len(x) / config.batch_size)
 
-    t0 = time.perf_counter()
-    bar = tqdm(
-        total=config.epochs * n_batches,
-        initial=start_epoch * n_batches + start_batch,
-        desc="harden",
-        disable=not progress,
-    )
-    epoch_start = time.perf_counter()
-    position = (start_epoch, start_batch)  # the next batch to run; everything before it is done
-    undo: torch.Tensor | None = None
-    slot = 0
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-            first = start_batch if epoch == start_epoch else 0
-            for b in range(first, n_batches):
-                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-                xb, yb = take(x, idx).to(device), y[idx].to(device)
-                slot = (epoch * n_batches + b) % config.pool
-                undo = deltas[slot].clone()
-                deltas[slot] = _ascend(work, deltas[slot], xb, yb, config, _slot_objective(config, slot))
-                with torch.enable_grad():
-                    patterned = F.cross_entropy(work((xb + deltas[slot]).clamp(0, 1)), yb)
-                    loss = (1 - config.clean_weight) * patterned
-                    if config.clean_weight > 0:
-                        loss = loss + config.clean_weight * F.cross_entropy(work(xb), yb)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise SearchDivergedError(f"hardening diverged (loss {value}) in epoch {epoch + 1}; lower --lr")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                undo = None
-                opt.step()
-                loss_sum, seen, position = loss_sum + value * len(idx), seen + len(idx), (epoch, b + 1)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
-                if checkpoint_every and (b + 1) % checkpoint_every == 0 and b + 1 < n_batches:
-                    save(epoch, b + 1)
-            accuracy, pool_fooling = _held_out_scores(work, held_x, held_y, deltas, eval_batch)
-            within = accuracy >= bound - 1e-12
-            record = HardenEpoch(
-                epoch=epoch + 1,
-                loss=loss_sum / max(seen, 1),
-                accuracy=accuracy,
-                pool_fooling_ratio=pool_fooling,
-                within_bound=within,
-                seconds=round(time.perf_counter() - epoch_start, 2),
+        def loss_of(batch: Batch) -> torch.Tensor:
+            xb, yb = take(x, batch.indices).to(self.device), y[batch.indices].to(self.device)
+            self.slot = (batch.epoch * n_batches + batch.number) % config.pool
+            return self.batch_loss(xb, yb, batch.epoch)
+
+        def after_step(batch: Batch, loss: torch.Tensor) -> None:
+            epoch, done = batch.epoch, batch.number + 1
+            self.loss_sum, self.seen, self.position = (
+                self.loss_sum + float(loss.detach()) * len(batch.indices),
+                self.seen + len(batch.indices),
+                (epoch, done),
             )
-            history.append(record)
-            if within:
-                best_state, best_epoch = _state_copy(work), epoch + 1
-            loss_sum, seen, position = 0.0, 0, (epoch + 1, 0)
-            epoch_start = time.perf_counter()
-            save(epoch + 1, 0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{self.loss_sum / self.seen:.3f}", refresh=False)
+            if checkpoint_every and done % checkpoint_every == 0 and done < n_batches:
+                self.save(epoch, done)
+
+        def after_epoch(epoch: int) -> None:
+            record = self.end_epoch(epoch, held_x, held_y)
             if on_epoch is not None:
                 on_epoch(record)
-    except KeyboardInterrupt:
-        if undo is not None:  # interrupted before the model step: the batch's pattern update is undone too
-            deltas[slot] = undo
-        if len(history) > position[0]:  # the epoch's record was made, the position not yet moved on
-            position, loss_sum, seen = (len(history), 0), 0.0, 0
-        save(*position)
-        raise SearchInterrupted(position[0] * n_batches + position[1], ckpt) from None
-    finally:
-        bar.close()
-    seconds = spent + time.perf_counter() - t0
-    if best_state is None:
-        best = max(history, key=lambda h: h.accuracy)
-        raise HardeningError(
-            f"no epoch kept held-out clean accuracy within {config.max_accuracy_drop:g} of the original "
-            f"{accuracy_before:.3f} (best {best.accuracy:.3f} after epoch {best.epoch}); lower --lr, raise "
-            "--clean-weight or --max-accuracy-drop, or use a smaller --eps"
+
+        train_epochs(
+            self.opt,
+            loss_of,
+            len(x),
+            config.batch_size,
+            range(self.start_epoch, config.epochs),
+            lambda epoch: torch.Generator().manual_seed(config.seed * 100_003 + epoch),
+            start_batch=self.start_batch,
+            before_step=self.keep_pattern,
+            after_step=after_step,
+            after_epoch=after_epoch,
         )
-    hardened = copy.deepcopy(model)
-    hardened.net.load_state_dict(best_state)
-    for p in hardened.parameters():
-        p.requires_grad_(False)
-    accuracy_after = next(h.accuracy for h in history if h.epoch == best_epoch)
-    return HardenResult(
-        model=hardened,
-        config=config,
-        accuracy_before=accuracy_before,
-        accuracy_after=accuracy_after,
-        chosen_epoch=best_epoch,
-        history=history,
-        patterns=deltas.detach().cpu(),
-        seconds=seconds,
-        resumed_from=resumed_from,
-    )
+
+    def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The pattern update of pool slot ``self.slot`` on a batch, then the model's loss on it (the mean
+        over images; the model step follows in :func:`train_epochs`)."""
+        config, slot = self.config, self.slot
+        self.undo = self.deltas[slot].clone()
+        self.deltas[slot] = _ascend(self.work, self.deltas[slot], xb, yb, config, _slot_objective(config, slot))
+        patterned = F.cross_entropy(self.work((xb + self.deltas[slot]).clamp(0, 1)), yb)
+        loss = (1 - config.clean_weight) * patterned
+        if config.clean_weight > 0:
+            loss = loss + config.clean_weight * F.cross_entropy(self.work(xb), yb)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise SearchDivergedError(f"hardening diverged (loss {value}) in epoch {epoch + 1}; lower --lr")
+        return loss
+
+    def keep_pattern(self, _batch: Batch, _loss: torch.Tensor) -> None:
+        """Just before the model step: the batch's pattern update is no longer undone by Ctrl-C."""
+        self.undo = None
+
+    def end_epoch(self, epoch: int, held_x: Images, held_y: torch.Tensor) -> HardenEpoch:
+        """Measure the finished ``epoch`` on held-out images, keep its weights if within the bound, checkpoint."""
+        accuracy, pool_fooling = _held_out_scores(self.work, held_x, held_y, self.deltas, self.eval_batch)
+        within = accuracy >= self.bound - 1e-12
+        record = HardenEpoch(
+            epoch=epoch + 1,
+            loss=self.loss_sum / max(self.seen, 1),
+            accuracy=accuracy,
+            pool_fooling_ratio=pool_fooling,
+            within_bound=within,
+            seconds=round(time.perf_counter() - self.epoch_start, 2),
+        )
+        self.history.append(record)
+        if within:
+            self.best_state, self.best_epoch = _state_copy(self.work), epoch + 1
+        self.loss_sum, self.seen, self.position = 0.0, 0, (epoch + 1, 0)
+        self.epoch_start = time.perf_counter()
+        self.save(epoch + 1, 0)
+        return record
+
+    def interrupted(self, n_batches: int) -> SearchInterrupted:
+        """After Ctrl-C: undo a half-done batch, checkpoint the last finished position and say where it is."""
+        if self.undo is not None:  # interrupted before the model step: the batch's pattern update is undone too
+            self.deltas[self.slot] = self.undo
+        if len(self.history) > self.position[0]:  # the epoch's record was made, the position not yet moved on
+            self.position, self.loss_sum, self.seen = (len(self.history), 0), 0.0, 0
+        self.save(*self.position)
+        return SearchInterrupted(self.position[0] * n_batches + self.position[1], self.ckpt)
+
+    def result(self, model: Classifier) -> HardenResult:
+        """A frozen copy of ``model`` with the chosen epoch's weights (an error if no epoch stayed in bound)."""
+        config, history = self.config, self.history
+        seconds = self.spent + time.perf_counter() - self.t0
+        if self.best_state is None:
+            best = max(history, key=lambda h: h.accuracy)
+            raise HardeningError(
+                f"no epoch kept held-out clean accuracy within {config.max_accuracy_drop:g} of the original "
+                f"{self.accuracy_before:.3f} (best {best.accuracy:.3f} after epoch {best.epoch}); lower --lr, raise "
+                "--clean-weight or --max-accuracy-drop, or use a smaller --eps"
+            )
+        hardened = copy.deepcopy(model)
+        hardened.net.load_state_dict(self.best_state)
+        for p in hardened.parameters():
+            p.requires_grad_(False)
+        accuracy_after = next(h.accuracy for h in history if h.epoch == self.best_epoch)
+        return HardenResult(
+            model=hardened,
+            config=config,
+            accuracy_before=self.accuracy_before,
+            accuracy_after=accuracy_after,
+            chosen_epoch=self.best_epoch,
+            history=history,
+            patterns=self.deltas.detach().cpu(),
+            seconds=seconds,
+            resumed_from=self.resumed_from,
+        )
 
 
 def _load_checkpoint(path: Path, config: HardenConfig) -> dict[str, Any]:

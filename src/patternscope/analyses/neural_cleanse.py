@@ -61,11 +61,16 @@ class NeuralCleanseConfig:
     threshold: float = 2.0
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> NeuralCleanseConfig:
+        """Check every setting (raising an error that names it); returns ``self``."""
         for name in ("images", "batch_size", "patience", "max_epochs", "seeds"):
             if getattr(self, name) < 1:
                 raise PatternError(f"Neural Cleanse setting {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 < self.success <= 1 or self.cost_multiplier <= 1:
             raise PatternError("Neural Cleanse needs lr > 0, success in (0, 1] and cost_multiplier > 1")
+        return self
 
 
 @dataclass
@@ -208,8 +213,8 @@ def pool_indices(n_images: int, size: int, labels: torch.Tensor | None = None, s
 def neural_cleanse(
     model: Classifier,
     images: Images,
-    config: NeuralCleanseConfig | None = None,
     *,
+    config: NeuralCleanseConfig | None = None,
     labels: torch.Tensor | None = None,
     classes: list[int] | None = None,
     device: str | torch.device | None = None,
@@ -221,7 +226,7 @@ def neural_cleanse(
     ``labels`` are given, else a seeded random one (:func:`pool_indices`)."""
     from tqdm.auto import tqdm
 
-    cfg = config or NeuralCleanseConfig()
+    cfg = (config or NeuralCleanseConfig()).validate()
     model = on_device(model, device)
     if images.ndim != 4 or images.shape[0] == 0:
         raise DataError("Neural Cleanse needs clean images (N x C x H x W)")

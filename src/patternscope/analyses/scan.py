@@ -33,7 +33,7 @@ import torch
 
 from ..core.atomic import write_json
 from ..core.classifier import Classifier
-from ..core.configs import config_from
+from ..core.configs import config_from, option
 from ..core.models import on_device
 from ..core.patterns import ClasswisePattern, Pattern
 from ..core.run_id import RUN_ID_KEY
@@ -45,6 +45,7 @@ from .additive import AdditiveConfig, find_additive_pattern, smallest_norm, succ
 from .anomaly import anomaly_indices, median
 from .classwise import (
     ClasswiseConfig,
+    PredictivePower,
     best_canvases,
     find_classwise_pattern,
     other_classes,
@@ -86,26 +87,42 @@ class ScanConfig:
             pilots' spread instead, a tighter test that holds only for models like the pilots.
     """
 
-    steps: int = 300
-    batch_size: int = 32
+    steps: int = option(300, help="search steps per class (default {default})")
+    batch_size: int = option(32, help="images per step (default {default})")
     lr: float = 0.02
     alpha: float = 0.2
     learn_canvas: bool = True
-    top_k: float = 0.05
-    success: float = 0.9
-    threshold: float = 2.0
-    max_ratio: float = 0.25
-    holdout: float = 0.3
+    top_k: float = option(0.05, help="fixed pattern size column (default {default})")
+    success: float = option(0.9, help="target attack success (default {default})")
+    threshold: float = option(2.0, help="MAD anomaly index (default {default})")
+    max_ratio: float = option(0.25, help="flag only below this share of median k ({default})")
+    holdout: float = option(0.3, help="share of each class held out ({default})")
     max_search_images: int = 2000
     max_eval_images: int = 300
-    seed: int = 0
+    seed: int = option(0, help="seed for the split and batches (default {default})")
     additive: bool = True
-    additive_steps: int = 60
-    rule: str = "calibrated"
-    fpr: float = 0.05
-    calibration: str | None = None
+    additive_steps: int = option(60, help="additive search steps per class (default {default})")
+    rule: str = option(
+        "calibrated",
+        help="calibrated: both signals against a null fitted to the model's own classes (or, with --reference, to "
+        "the ratios against clean reference models), at --fpr per model, any class count; mad: the first "
+        "release's rule (stamp only, --threshold and --max-ratio) (default {default})",
+        choices=RULES,
+    )
+    fpr: float = option(0.05, help="false-positive rate the calibrated verdict is held to (default {default})")
+    calibration: str | None = option(
+        None,
+        help="optional tightening: each signal's spread from pilot clean models instead of this model's classes "
+        "(a shipped name, fashion-mnist-pilots, or a JSON file from patternscope.calibrate); holds only for "
+        "models like the pilots",
+        metavar="NAME|FILE",
+    )
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> ScanConfig:
+        """Check every setting (raising an error that names it); returns ``self``."""
         if self.rule not in RULES:
             raise DataError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if not MIN_FPR <= self.fpr < 1:
@@ -120,6 +137,7 @@ class ScanConfig:
             raise DataError(f"holdout must be in (0, 1), got {self.holdout}")
         if self.threshold <= 0 or not 0 < self.max_ratio <= 1:
             raise DataError("threshold must be > 0 and max_ratio in (0, 1]")
+        return self
 
     def classwise(self) -> ClasswiseConfig:
         """The class-wise search settings these scan settings imply (shared fields by name)."""
@@ -287,8 +305,8 @@ def decide(
         capped = {s: [m or at_cap(v, caps[s]) for m, v in zip(capped[s], ref[s], strict=True)] for s in capped}
     decision = decide_backdoor(
         signals,
-        config.fpr,
-        ref,
+        fpr=config.fpr,
+        reference=ref,
         calibration=named_calibration(config.calibration, "self" if ref is None else "reference"),
         classes=[r.target for r in rows],
         capped=capped,
@@ -351,8 +369,8 @@ def scan_model(
     model: Classifier,
     images: Images,
     labels: torch.Tensor,
-    config: ScanConfig | None = None,
     *,
+    config: ScanConfig | None = None,
     classes: Sequence[int] | None = None,
     out: Path | None = None,
     resume: bool = False,
@@ -375,42 +393,12 @@ def scan_model(
     """
     from tqdm.auto import tqdm
 
-    cfg = config or ScanConfig()
+    cfg = (config or ScanConfig()).validate()
     model = on_device(model, device)
-    num = model.num_classes
-    if images.ndim != 4 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-        raise DataError("scan needs labelled images: N x C x H x W and N labels")
-    if tuple(images.shape[1:]) != tuple(model.input_size):
-        if not isinstance(images, torch.Tensor):
-            raise DataError(f"images are {tuple(images.shape[1:])} but the model takes {tuple(model.input_size)}")
-        images = resize_to(images, model.input_size)
-    bad = labels[(labels < 0) | (labels >= num)]
-    if len(bad):
-        raise DataError(
-            f"label {int(bad[0])} is out of range for a model with {num} classes (0..{num - 1}); "
-            "check the class folders match the model's classes"
-        )
-    targets = list(classes) if classes is not None else list(range(num))
-    for t in targets:
-        if not 0 <= t < num:
-            raise DataError(f"class {t} is out of range: the model has {num} classes (0..{num - 1})")
-    if len(targets) < 3 and classes is None:
-        raise DataError(f"a scan needs at least 3 classes to compare, the model has {num}")
+    images, targets = _checked_inputs(model, images, labels, classes)
     names = model.class_names
-    search_idx, held_idx = stratified_split(labels, cfg.holdout, cfg.seed)
-    if len(held_idx) == 0 or len(search_idx) == 0:
-        raise DataError("too few images to hold some out; give at least 2 images per class")
-    choose_idx, verify_idx = verification_split(labels, held_idx, cfg.seed)
-    sx, sy = images[search_idx], labels[search_idx]
-    ex, ey = images[choose_idx], labels[choose_idx]
-    vx, vy = images[verify_idx], labels[verify_idx]
-    smallest_pool = min(min(int((sy != t).sum()), cfg.max_search_images) for t in targets)
-    if cfg.batch_size > smallest_pool:
-        raise DataError(
-            f"batch size {cfg.batch_size} is larger than the {smallest_pool} search images some class gets (images "
-            f"of the other classes, after holding {cfg.holdout:.0%} out); use --batch-size {smallest_pool} or less"
-        )
-    canvases = best_canvases(model, sx, sy)
+    data = _split_images(images, labels, targets, cfg)
+    canvases = best_canvases(model, data.sx, data.sy)
     if out is not None and check_config:
         check_scan_config(out, cfg, resume)
     rows: list[ClassRow] = []
@@ -421,54 +409,13 @@ def scan_model(
     for t in bar:
         folder = out / "classes" / f"{t:03d}" if out is not None else None
         if folder is not None and resume and (folder / "row.json").is_file():
-            saved = json.loads((folder / "row.json").read_text())
-            rows.append(ClassRow(**{k: v for k, v in saved.items() if k != RUN_ID_KEY}))
-            patterns[t] = ClasswisePattern.load(folder)
-            if (folder / "additive").is_dir():
-                additive[t] = Pattern.load(
-                    folder / "additive", allow_over_budget=True
-                )  # unreachable: declared eps is a bound
+            saved_row, patterns[t], saved_additive = _load_class(folder)
+            rows.append(saved_row)
+            if saved_additive is not None:
+                additive[t] = saved_additive
             continue
-        t0 = time.perf_counter()
-        if not (sy == t).any():
-            raise DataError(f"no images of class {class_label(t, names[t])} to take a canvas from")
-        canvas_i = int(canvases[t])
-        ox, _ = other_classes(sx, sy, t)
-        ox = ox[seeded_sample(len(ox), cfg.max_search_images, cfg.seed + t)]
-        found = find_classwise_pattern(model, t, ox, sx[canvas_i], cfg.classwise(), progress=False)
-        hx, hy = other_classes(ex, ey, t)
-        keep = seeded_sample(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)
-        hx, hy = hx[keep], hy[keep]
-        wx, _ = other_classes(vx, vy, t)
-        wx = wx[seeded_sample(len(wx), cfg.max_eval_images, cfg.seed + 2000 + t)]
-        power = predictive_power(model, found.pattern, hx, hy)
-        k_min, s_min = smallest_k(model, found.pattern, hx, cfg.success)
-        pattern = found.pattern.with_k(min(k_min, found.pattern.soft_mask.numel()))
-        extra: dict[str, Any] = {"verified_stamp": round(success_at_k(model, pattern, wx, pattern.k), 4)}
-        delta = None
-        if cfg.additive:
-            delta = find_additive_pattern(model, t, ox, cfg.additive_config(t))
-            size = smallest_norm(model, delta, t, hx, cfg.success)
-            delta = Pattern(delta.delta * size.scale, size.l2, "l2", {**delta.meta, "reached": size.reached})
-            extra |= {
-                "smallest_l2": round(size.l2, 4),
-                "linf_at_smallest": round(size.linf, 4),
-                "success_additive": round(size.success, 4),
-                "verified_additive": round(success_at_scale(model, delta.delta, t, wx, 1.0), 4),
-            }
-        row = ClassRow(
-            target=t,
-            name=names[t],
-            canvas_index=int(search_idx[canvas_i]),
-            k_fixed=power.k,
-            success_fixed=round(power.success, 4),
-            clean_rate=round(power.clean_rate, 4),
-            smallest_k=int(k_min),
-            success_at_smallest=round(s_min, 4),
-            seconds=round(time.perf_counter() - t0, 3),
-            **extra,
-        )
-        pattern.meta.update({"smallest_k": k_min, "success": s_min})
+        found = _scan_class(model, t, data, canvases, cfg)
+        row, pattern, delta = found.row, found.pattern, found.delta
         if folder is not None:
             pattern.save(folder)
             if delta is not None:
@@ -478,13 +425,28 @@ def scan_model(
         patterns[t] = pattern
         if delta is not None:
             additive[t] = delta
-        bar.set_postfix(k=k_min, refresh=False)
+        bar.set_postfix(k=found.k_min, refresh=False)
         if log is not None:
             norm = f", smallest additive L2 {row.smallest_l2:.3g}" if row.smallest_l2 is not None else ""
             log(
-                f"class {class_label(t, names[t])}: smallest k {k_min} px for {cfg.success:.0%}{norm}, "
-                f"{power.k} px: {power.success:.1%}"
+                f"class {class_label(t, names[t])}: smallest k {found.k_min} px for {cfg.success:.0%}{norm}, "
+                f"{found.power.k} px: {found.power.success:.1%}"
             )
+    return _report(model, rows, patterns, additive, cfg, t_start, decide_verdict, reference)
+
+
+def _report(
+    model: Classifier,
+    rows: list[ClassRow],
+    patterns: dict[int, ClasswisePattern],
+    additive: dict[int, Pattern],
+    cfg: ScanConfig,
+    t_start: float,
+    decide_verdict: bool,
+    reference: dict[str, list[float]] | None,
+) -> ScanReport:
+    """The scan's report over ``rows`` (started at ``time.perf_counter()`` ``t_start``), with the verdict when
+    ``decide_verdict``."""
     _, h, w = model.input_size
     if not decide_verdict:
         return ScanReport(
@@ -504,6 +466,138 @@ def scan_model(
         additive,
         decision,
     )
+
+
+def _checked_inputs(
+    model: Classifier, images: Images, labels: torch.Tensor, classes: Sequence[int] | None
+) -> tuple[Images, list[int]]:
+    """The images at the model's input size (a tensor is resized) and the classes to scan; refuses images,
+    labels and classes that do not fit the model."""
+    num = model.num_classes
+    if images.ndim != 4 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise DataError("scan needs labelled images: N x C x H x W and N labels")
+    if tuple(images.shape[1:]) != tuple(model.input_size):
+        if not isinstance(images, torch.Tensor):
+            raise DataError(f"images are {tuple(images.shape[1:])} but the model takes {tuple(model.input_size)}")
+        images = resize_to(images, model.input_size)
+    bad = labels[(labels < 0) | (labels >= num)]
+    if len(bad):
+        raise DataError(
+            f"label {int(bad[0])} is out of range for a model with {num} classes (0..{num - 1}); "
+            "check the class folders match the model's classes"
+        )
+    targets = list(classes) if classes is not None else list(range(num))
+    for t in targets:
+        if not 0 <= t < num:
+            raise DataError(f"class {t} is out of range: the model has {num} classes (0..{num - 1})")
+    if len(targets) < 3 and classes is None:
+        raise DataError(f"a scan needs at least 3 classes to compare, the model has {num}")
+    return images, targets
+
+
+@dataclass
+class _ScanImages:
+    """The labelled images split for a scan: search images (``sx``, ``sy``; ``search_idx`` their indices), the
+    held-out half that chooses k and the norm (``ex``, ``ey``) and the half that verifies (``vx``, ``vy``)."""
+
+    search_idx: torch.Tensor
+    sx: Images
+    sy: torch.Tensor
+    ex: Images
+    ey: torch.Tensor
+    vx: Images
+    vy: torch.Tensor
+
+
+def _split_images(images: Images, labels: torch.Tensor, targets: list[int], cfg: ScanConfig) -> _ScanImages:
+    """Split per class into search, choosing and verifying images (``cfg.holdout`` held out, seeded); refuses a
+    batch larger than the search images some class in ``targets`` gets."""
+    search_idx, held_idx = stratified_split(labels, cfg.holdout, cfg.seed)
+    if len(held_idx) == 0 or len(search_idx) == 0:
+        raise DataError("too few images to hold some out; give at least 2 images per class")
+    choose_idx, verify_idx = verification_split(labels, held_idx, cfg.seed)
+    sx, sy = images[search_idx], labels[search_idx]
+    ex, ey = images[choose_idx], labels[choose_idx]
+    vx, vy = images[verify_idx], labels[verify_idx]
+    smallest_pool = min(min(int((sy != t).sum()), cfg.max_search_images) for t in targets)
+    if cfg.batch_size > smallest_pool:
+        raise DataError(
+            f"batch size {cfg.batch_size} is larger than the {smallest_pool} search images some class gets (images "
+            f"of the other classes, after holding {cfg.holdout:.0%} out); use --batch-size {smallest_pool} or less"
+        )
+    return _ScanImages(search_idx, sx, sy, ex, ey, vx, vy)
+
+
+def _load_class(folder: Path) -> tuple[ClassRow, ClasswisePattern, Pattern | None]:
+    """A class finished by an earlier run: its row, stamp and additive pattern (None if scanned without)."""
+    saved = json.loads((folder / "row.json").read_text())
+    row = ClassRow(**{k: v for k, v in saved.items() if k != RUN_ID_KEY})
+    pattern = ClasswisePattern.load(folder)
+    delta: Pattern | None = None
+    if (folder / "additive").is_dir():
+        delta = Pattern.load(folder / "additive", allow_over_budget=True)  # unreachable: declared eps is a bound
+    return row, pattern, delta
+
+
+@dataclass
+class _ClassScan:
+    """One class scanned: its row, the stamp cut to the smallest k, the additive pattern scaled to the smallest
+    norm (None without the additive signal), the smallest k and the predictive power at the fixed k."""
+
+    row: ClassRow
+    pattern: ClasswisePattern
+    delta: Pattern | None
+    k_min: int
+    power: PredictivePower
+
+
+def _scan_class(model: Classifier, t: int, data: _ScanImages, canvases: torch.Tensor, cfg: ScanConfig) -> _ClassScan:
+    """Search class ``t``'s stamp (on its canvas among the search images, ``canvases[t]``) and additive pattern,
+    and measure both on the held-out images of the other classes."""
+    t0 = time.perf_counter()
+    names = model.class_names
+    if not (data.sy == t).any():
+        raise DataError(f"no images of class {class_label(t, names[t])} to take a canvas from")
+    canvas_i = int(canvases[t])
+    ox, _ = other_classes(data.sx, data.sy, target=t)
+    ox = ox[seeded_sample(len(ox), cfg.max_search_images, cfg.seed + t)]
+    found = find_classwise_pattern(
+        model, ox, target=t, canvas=data.sx[canvas_i], config=cfg.classwise(), progress=False
+    )
+    hx, hy = other_classes(data.ex, data.ey, target=t)
+    keep = seeded_sample(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)
+    hx, hy = hx[keep], hy[keep]
+    wx, _ = other_classes(data.vx, data.vy, target=t)
+    wx = wx[seeded_sample(len(wx), cfg.max_eval_images, cfg.seed + 2000 + t)]
+    power = predictive_power(model, found.pattern, hx, hy)
+    k_min, s_min = smallest_k(model, found.pattern, hx, cfg.success)
+    pattern = found.pattern.with_k(min(k_min, found.pattern.soft_mask.numel()))
+    extra: dict[str, Any] = {"verified_stamp": round(success_at_k(model, pattern, wx, pattern.k), 4)}
+    delta = None
+    if cfg.additive:
+        delta = find_additive_pattern(model, ox, target=t, config=cfg.additive_config(t))
+        size = smallest_norm(model, delta, hx, target=t, rate=cfg.success)
+        delta = Pattern(delta.delta * size.scale, size.l2, "l2", {**delta.meta, "reached": size.reached})
+        extra |= {
+            "smallest_l2": round(size.l2, 4),
+            "linf_at_smallest": round(size.linf, 4),
+            "success_additive": round(size.success, 4),
+            "verified_additive": round(success_at_scale(model, delta.delta, t, wx, 1.0), 4),
+        }
+    row = ClassRow(
+        target=t,
+        name=names[t],
+        canvas_index=int(data.search_idx[canvas_i]),
+        k_fixed=power.k,
+        success_fixed=round(power.success, 4),
+        clean_rate=round(power.clean_rate, 4),
+        smallest_k=int(k_min),
+        success_at_smallest=round(s_min, 4),
+        seconds=round(time.perf_counter() - t0, 3),
+        **extra,
+    )
+    pattern.meta.update({"smallest_k": k_min, "success": s_min})
+    return _ClassScan(row, pattern, delta, k_min, power)
 
 
 def verification_split(labels: torch.Tensor, held: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

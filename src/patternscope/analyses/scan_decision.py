@@ -128,6 +128,7 @@ def named_calibration(name: str | None, mode: str | None) -> ScanCalibration | N
 
 def calibrate(
     clean: Sequence[Mapping[str, Sequence[float]]],
+    *,
     signals: Sequence[str] = SIGNALS,
     references: Sequence[Mapping[str, Sequence[float]]] | None = None,
     source: str = "",
@@ -225,11 +226,11 @@ def _compared(values: Sequence[float], reference: Sequence[float] | None) -> lis
 
 def decide_backdoor(
     signals: Mapping[str, Sequence[float]],
+    *,
     fpr: float = 0.05,
     reference: Mapping[str, Sequence[float]] | None = None,
     calibration: ScanCalibration | None = None,
     classes: Sequence[int] | None = None,
-    *,
     capped: Mapping[str, Sequence[bool]] | None = None,
     shape: str = DEFAULT_SHAPE,
 ) -> Decision:
@@ -244,19 +245,8 @@ def decide_backdoor(
     they are left out of the comparison. The basis reports them. In reference mode a class can be flagged only
     if it is also below its own model's typical class (the other measured classes' mean log size).
     """
-    if not MIN_FPR <= fpr < 1:
-        raise DataError(
-            f"the false-positive rate must be in [{MIN_FPR:g}, 1) (the null's Monte Carlo resolution), got {fpr}"
-        )
-    if not signals:
-        raise DataError("no signal to decide on")
-    lengths = {len(v) for v in signals.values()}
-    if len(lengths) != 1 or min(lengths) < MIN_CLASSES:
-        raise DataError(f"every signal needs one value per class, and at least {MIN_CLASSES} classes")
-    n = lengths.pop()
-    names = list(classes) if classes is not None else list(range(n))
-    if len(names) != n:
-        raise DataError(f"{len(names)} class names for {n} classes")
+    names = _class_names(signals, fpr, classes)
+    n = len(names)
     mode = "reference" if reference is not None else "self"
     if calibration is not None and calibration.mode != mode:
         raise DataError(f"a {calibration.mode}-mode calibration cannot decide a {mode}-mode scan")
@@ -267,25 +257,11 @@ def decide_backdoor(
     unused: list[str] = []
     per_signal = 1.0 - (1.0 - fpr) ** (1.0 / len(sigs))
     for s in sigs:
-        ref = None
-        if reference is not None:
-            ref = reference.get(s)
-            if ref is None:
-                raise DataError(f"the references have no {s!r} signal")
-        if calibration is not None and s not in calibration.spread:
-            raise DataError(f"the calibration has no spread for the {s!r} signal")
-        marks = [bool(m) for m in (capped or {}).get(s, [False] * n)]
-        if len(marks) != n:
-            raise DataError(f"{len(marks)} cap marks for the {s!r} signal's {n} classes")
-        if n - sum(marks) < MIN_CLASSES:  # too few measurements to compare: the signal says nothing
+        found = _signal(s, signals[s], reference, calibration, capped, shape, per_signal)
+        if found is None:  # too few measurements to compare: the signal says nothing
             scores[s], p_signal[s], z_thresholds[s] = [0.0] * n, [1.0] * n, None
             unused.append(s)
             continue
-        spread = calibration.spread[s] if calibration is not None else None
-        if ref is None:
-            found = _self_signal(signals[s], marks, spread, shape, per_signal)
-        else:
-            found = _reference_signal(signals[s], ref, marks, spread, shape, per_signal)
         scores[s], p_signal[s], z_thresholds[s] = found
     class_p = [scan_null.sidak(min(p_signal[s][t] for s in sigs), len(sigs)) for t in range(n)]
     class_scores = [0.0 - math.log10(p) for p in class_p]  # 0.0 - : no -0.0 for p = 1
@@ -311,6 +287,55 @@ def decide_backdoor(
         calibration.to_dict() if calibration is not None else {},
         z_thresholds,
     )
+
+
+def _class_names(signals: Mapping[str, Sequence[float]], fpr: float, classes: Sequence[int] | None) -> list[int]:
+    """The classes' names (default 0, 1, ...), after checking ``fpr`` and that every signal has one value per
+    class for at least :data:`MIN_CLASSES` classes."""
+    if not MIN_FPR <= fpr < 1:
+        raise DataError(
+            f"the false-positive rate must be in [{MIN_FPR:g}, 1) (the null's Monte Carlo resolution), got {fpr}"
+        )
+    if not signals:
+        raise DataError("no signal to decide on")
+    lengths = {len(v) for v in signals.values()}
+    if len(lengths) != 1 or min(lengths) < MIN_CLASSES:
+        raise DataError(f"every signal needs one value per class, and at least {MIN_CLASSES} classes")
+    n = lengths.pop()
+    names = list(classes) if classes is not None else list(range(n))
+    if len(names) != n:
+        raise DataError(f"{len(names)} class names for {n} classes")
+    return names
+
+
+def _signal(
+    s: str,
+    values: Sequence[float],
+    reference: Mapping[str, Sequence[float]] | None,
+    calibration: ScanCalibration | None,
+    capped: Mapping[str, Sequence[bool]] | None,
+    shape: str,
+    per_signal: float,
+) -> tuple[list[float], list[float], float] | None:
+    """Signal ``s`` (``values``, one per class): (z, p-value, z threshold) per class in the scan's mode, or None
+    when fewer than :data:`MIN_CLASSES` classes were measured (not capped)."""
+    n = len(values)
+    ref = None
+    if reference is not None:
+        ref = reference.get(s)
+        if ref is None:
+            raise DataError(f"the references have no {s!r} signal")
+    if calibration is not None and s not in calibration.spread:
+        raise DataError(f"the calibration has no spread for the {s!r} signal")
+    marks = [bool(m) for m in (capped or {}).get(s, [False] * n)]
+    if len(marks) != n:
+        raise DataError(f"{len(marks)} cap marks for the {s!r} signal's {n} classes")
+    if n - sum(marks) < MIN_CLASSES:
+        return None
+    spread = calibration.spread[s] if calibration is not None else None
+    if ref is None:
+        return _self_signal(values, marks, spread, shape, per_signal)
+    return _reference_signal(values, ref, marks, spread, shape, per_signal)
 
 
 def _self_signal(

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..core.classifier import Classifier
+from ..core.configs import option
 from ..core.patterns import ClasswisePattern
 from ..core.predict import class_probabilities
 from ..data.datasets import LabelledData
@@ -52,14 +53,14 @@ class SettingsConfig:
         classwise: the class-wise search settings (default: the paper's).
     """
 
-    train_images: int = 20000
-    epochs: int = 2
-    adv_eps: float = 0.1
-    trigger_size: int = 4
-    target: int = 1
+    train_images: int = option(20000, help="training images per model (default {default})")
+    epochs: int = option(2, help="training epochs per model (default {default})")
+    adv_eps: float = option(0.1, help="L-inf radius of PGD training, [0,1] units (default {default})")
+    trigger_size: int = option(4, help="side of the white BadNets patch, pixels (default {default})")
+    target: int = option(1, help="the backdoor's target class (default {default})")
     poison_rate: float = 0.05
-    search_images: int = 1800
-    seed: int = 0
+    search_images: int = option(1800, help="search images per class-wise search (default {default})")
+    seed: int = option(0, help="seed (default {default})")
     classwise: ClasswiseConfig = field(default_factory=ClasswiseConfig)
 
     def validate(self) -> SettingsConfig:
@@ -182,11 +183,16 @@ def run_settings(
         )
         for c in range(data.num_classes):
             log(f"{name}: class {c} ({data.class_names[c]})")
-            canvas = sx[choose_canvas(model, sx, sy, c, probs)]
-            ox, _ = other_classes(sx, sy, c)
+            canvas = sx[choose_canvas(model, sx, sy, target=c, probs=probs)]
+            ox, _ = other_classes(sx, sy, target=c)
             keep = torch.randperm(len(ox), generator=torch.Generator().manual_seed(config.seed + c))
             found = find_classwise_pattern(
-                model, c, ox[keep[: config.search_images]], canvas, config.classwise, progress=progress
+                model,
+                ox[keep[: config.search_images]],
+                target=c,
+                canvas=canvas,
+                config=config.classwise,
+                progress=progress,
             )
             power = predictive_power(model, found.pattern, ex, ey)
             saliency = gradient_x_input(model, canvas, c)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
-import math
 import reprlib
 import tomllib
 from collections.abc import Sequence
@@ -27,10 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PatternscopeError
-
-CONFIG_FILE = "config.toml"
-# options that steer this invocation rather than describe the run: never written, never read from a file
-NOT_SAVED = {"help", "config", "resume", "overwrite", "quiet", "json", "no_report"}
+from ..runs.settings_file import CONFIG_FILE, NOT_SAVED, to_toml
 
 
 class ConfigError(PatternscopeError):
@@ -142,31 +137,6 @@ def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             value = value == action.const
         out[_long(action)[2:]] = value
     return out
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string uses the same escapes
-
-
-def to_toml(values: dict[str, Any], header: str = "") -> str:
-    """Flat ``key = value`` TOML (strings, numbers, booleans, lists of those)."""
-    lines = [f"# {line}" for line in header.splitlines()]
-    for key, value in values.items():
-        name = key if key.replace("-", "").replace("_", "").isalnum() else json.dumps(key)
-        lines.append(f"{name} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
 
 
 __all__ = ["CONFIG_FILE", "ConfigError", "config_argv", "load_config", "resolved_options", "to_toml"]

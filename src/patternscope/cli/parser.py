@@ -13,9 +13,9 @@ from dataclasses import fields
 from typing import Any, NoReturn
 
 from .._version import __version__
+from ..core.configs import KEEP, Flag, field_default, flag_of
 from ..errors import PatternscopeError
 from ..runs.command import Command
-from ..runs.options import KEEP, Flag, field_default, flag_of
 from ..runs.registry import COMMANDS
 
 # command groups: the first word of two-word commands ("find dominant"): (help, metavar and dest of the second word)

@@ -7,8 +7,11 @@
 - :mod:`~patternscope.core.patterns`: :class:`Pattern`, an additive δ with its budget, saved as safetensors;
 - :mod:`~patternscope.core.params`: the parametrisations a search optimises (additive, rescaling,
   mask-on-canvas, tanh);
-- :mod:`~patternscope.core.objectives`: the losses, composable :class:`Objective` s;
+- :mod:`~patternscope.core.objectives`: what a loss is (composable :class:`Objective` s) and the class-wise
+  loss; each method's own loss lives in its module in :mod:`patternscope.methods`;
+- :mod:`~patternscope.core.configs`: settings dataclasses whose fields carry their command-line flag;
 - :mod:`~patternscope.core.search`: the one search loop, its checkpoints and exact resume;
+- :mod:`~patternscope.core.train`: the one training loop (the kit, downstream heads, hardening);
 - :mod:`~patternscope.core.distributed`: ``torchrun`` process groups, sharding, all-reduce;
 - :mod:`~patternscope.core.predict`: the one batched prediction;
 - :mod:`~patternscope.core.metrics`: fooling ratio, dominance, agreement, accuracy, random baselines;

@@ -291,8 +291,8 @@ def evaluate_pattern(
     model: Classifier,
     pattern: Pattern,
     images: ImageSet | Images,
-    labels: Sequence[int] | torch.Tensor | None = None,
     *,
+    labels: Sequence[int] | torch.Tensor | None = None,
     batch_size: int = 64,
     views: int = 1,
     confidence: float = 0.5,
@@ -395,46 +395,9 @@ def _summarise(
     own = pattern_class(model, pattern.delta)
     names = model.class_names
     confident = clean.confidence > confidence
-
-    dominance: dict[str, dict[str, Any]] = {}
-    for k in TOPK:
-        dominance[f"top{k}"] = {
-            "perturbed": dominance_ratio(pert.top1, k),
-            "clean": dominance_ratio(clean.top1, k),
-            "pattern_class_in_top": own in top_classes(pert.top1, k),
-        }
-
-    accuracy = None
-    if (y >= 0).any():
-        correct = clean.top1 == y
-        accuracy = {
-            "n_labelled": int((y >= 0).sum()),
-            "clean": {f"top{k}": topk_accuracy(clean.top5, y, k) for k in TOPK},
-            "perturbed": {f"top{k}": topk_accuracy(pert.top5, y, k) for k in TOPK},
-            "attack_success_on_correct": fooling_ratio(clean.top1[correct], pert.top1[correct]),
-            "n_correct": int(correct.sum()),
-            "attack_success": {f"top{k}": topk_attack_success(clean.top5, pert.top5, y, k) for k in TOPK},
-            "attack_success_clean_topk": {
-                f"top{k}": topk_attack_success_clean_topk(clean.top5, pert.top5, y, k) for k in TOPK
-            },
-            "n_correct_topk": {f"top{k}": int(_in_topk(clean.top5, y, k).sum()) for k in TOPK},
-        }
-
-    random: dict[str, dict[str, float]] = {}
-    for kind in baselines:
-        noise = got.predictions(kind)
-        random[kind] = {
-            "fooling_ratio": fooling_ratio(clean.top1, noise.top1),
-            "fooling_ratio_confident": fooling_ratio(clean.top1[confident], noise.top1[confident]),
-        }
-
-    def histogram(pred: torch.Tensor) -> list[dict[str, Any]]:
-        counts = Counter(pred.tolist())
-        return [
-            {"class": c, "name": names[c], "count": n}
-            for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-        ]
-
+    dominance = _dominance(clean, pert, own)
+    accuracy = _accuracy(clean, pert, y)
+    random = _random_baselines(got, clean, confident, baselines)
     example_images = torch.stack(got.examples) if got.examples else torch.empty(0, *model.input_size)
     n, n_confident = int(clean.top1.shape[0]), int(confident.sum())
     fooled = fooling_ratio(clean.top1, pert.top1)
@@ -463,7 +426,7 @@ def _summarise(
         dominance=dominance,
         accuracy=accuracy,
         random_baselines=random,
-        top_classes={"clean": histogram(clean.top1), "perturbed": histogram(pert.top1)},
+        top_classes={"clean": _histogram(clean.top1, names), "perturbed": _histogram(pert.top1, names)},
         pattern_norm=pattern.size(),
         skipped_images=len(got.skipped),
         skipped_names=got.skipped[:20],
@@ -479,3 +442,57 @@ def _summarise(
             "perturbed_conf": pert.confidence,
         },
     )
+
+
+def _dominance(clean: Predictions, pert: Predictions, own: int) -> dict[str, dict[str, Any]]:
+    """Top-k dominance ratios of the perturbed and clean predictions, and whether class ``own`` is in the top k."""
+    dominance: dict[str, dict[str, Any]] = {}
+    for k in TOPK:
+        dominance[f"top{k}"] = {
+            "perturbed": dominance_ratio(pert.top1, k),
+            "clean": dominance_ratio(clean.top1, k),
+            "pattern_class_in_top": own in top_classes(pert.top1, k),
+        }
+    return dominance
+
+
+def _accuracy(clean: Predictions, pert: Predictions, y: torch.Tensor) -> dict[str, Any] | None:
+    """Accuracy and attack success, clean and perturbed, on the labelled images (label >= 0); None without any."""
+    if not (y >= 0).any():
+        return None
+    correct = clean.top1 == y
+    return {
+        "n_labelled": int((y >= 0).sum()),
+        "clean": {f"top{k}": topk_accuracy(clean.top5, y, k) for k in TOPK},
+        "perturbed": {f"top{k}": topk_accuracy(pert.top5, y, k) for k in TOPK},
+        "attack_success_on_correct": fooling_ratio(clean.top1[correct], pert.top1[correct]),
+        "n_correct": int(correct.sum()),
+        "attack_success": {f"top{k}": topk_attack_success(clean.top5, pert.top5, y, k) for k in TOPK},
+        "attack_success_clean_topk": {
+            f"top{k}": topk_attack_success_clean_topk(clean.top5, pert.top5, y, k) for k in TOPK
+        },
+        "n_correct_topk": {f"top{k}": int(_in_topk(clean.top5, y, k).sum()) for k in TOPK},
+    }
+
+
+def _random_baselines(
+    got: Collected, clean: Predictions, confident: torch.Tensor, baselines: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """The fooling ratio of each random baseline noise, overall and on the ``confident`` images."""
+    random: dict[str, dict[str, float]] = {}
+    for kind in baselines:
+        noise = got.predictions(kind)
+        random[kind] = {
+            "fooling_ratio": fooling_ratio(clean.top1, noise.top1),
+            "fooling_ratio_confident": fooling_ratio(clean.top1[confident], noise.top1[confident]),
+        }
+    return random
+
+
+def _histogram(pred: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The 10 most predicted classes (most first, ties by class) with their names and counts."""
+    counts = Counter(pred.tolist())
+    return [
+        {"class": c, "name": names[c], "count": n}
+        for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    ]

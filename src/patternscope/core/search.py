@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -236,154 +236,22 @@ def run_search(
     different values is refused. Raises :class:`SearchDivergedError` on NaN/inf (the last good
     checkpoint is kept) and :class:`SearchInterrupted` on Ctrl-C (after saving a checkpoint).
     """
-    from tqdm.auto import tqdm
-
-    ctx = distributed.current() if config.data_parallel else distributed.DistContext()
-    writer = distributed.current().is_main if (config.data_parallel or config.replicated) else True
-    device = torch.device(config.device)
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    tensors = param.tensors()
-    optimizer = make_optimizer(list(tensors.values()), config)
-    amp_dtype = _amp_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16 and device.type == "cuda")
-    fingerprint = {**config.fingerprint(), **(identity or {})}
-    if config.budget is not None:
-        if meter is None:
-            raise ValueError("a budget needs a meter of passes")
-        fingerprint["budget"] = config.budget
-    spent, step_cost = 0.0, 0.0
-
-    start, history = 0, []
-    best: dict[str, Any] = {"loss": math.inf, "step": 0, "tensors": {k: v.detach().clone() for k, v in tensors.items()}}
-    stale_windows, resumed_from = 0, None
+    loop = _SearchLoop.start_for(param, config, identity, meter)
     ckpt = config.checkpoint_path
     if config.resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt)
-        if state["fingerprint"] != fingerprint:
-            diff = {
-                k: (state["fingerprint"].get(k), v) for k, v in fingerprint.items() if state["fingerprint"].get(k) != v
-            }
-            raise RunDirError(
-                f"checkpoint {ckpt} was made with other settings {diff} (saved, now); "
-                "resume with the same settings or start a new run folder"
-            )
-        with torch.no_grad():
-            for name, value in state["tensors"].items():
-                tensors[name].copy_(value.to(device))
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start, history = int(state["step"]), list(state["history"])
-        best = {
-            "loss": state["best"]["loss"],
-            "step": state["best"]["step"],
-            "tensors": {k: v.to(device) for k, v in state["best"]["tensors"].items()},
-        }
-        stale_windows = int(state.get("stale_windows", 0))
-        spent, step_cost = float(state.get("spent", 0.0)), float(state.get("step_cost", 0.0))
-        resumed_from = start
-
-    def snapshot(step: int) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "step": step,
-            "fingerprint": fingerprint,
-            "tensors": {k: v.detach().cpu().clone() for k, v in tensors.items()},
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "history": history,
-            "best": {
-                "loss": best["loss"],
-                "step": best["step"],
-                "tensors": {k: v.cpu() for k, v in best["tensors"].items()},
-            },
-            "stale_windows": stale_windows,
-            "spent": spent,
-            "step_cost": step_cost,
-        }
-
+        loop.restore(load_checkpoint(ckpt))
     param.project_()
     host_batches = step_batches(
-        batches, config.batch_size, range(start, config.steps), workers=config.workers, device=device
+        batches, config.batch_size, range(loop.start, config.steps), workers=config.workers, device=loop.device
     )
-    budget = config.budget
-    bar = tqdm(
-        total=int(budget) if budget is not None else config.steps,
-        initial=min(round(spent), int(budget)) if budget is not None else start,
-        unit="pass" if budget is not None else "step",
-        desc=config.desc,
-        disable=not config.progress or not writer,
-        dynamic_ncols=True,
-        leave=True,
-    )
+    bar = loop.progress_bar()
     t0 = time.perf_counter()
-    step = start
-    stopped_early = False
+    loop.step = loop.start
     try:
-        while step < config.steps:
-            if budget is not None and step > start and spent + step_cost > budget + 1e-6:
-                break
-            x, share = distributed.shard(to_device(next(host_batches), device), ctx)
-            before = meter() if meter is not None else 0.0
-            if config.lr_schedule != "constant":
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr_at(step)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = objective(x)
-            loss_value = float(loss.detach())
-            if ctx.active:  # the whole batch's loss: every rank sees the same value and stops together
-                loss_value = distributed.all_reduce_sum(loss_value * share, ctx, device)
-            if not math.isfinite(loss_value):
-                raise SearchDivergedError(_diverged_message(step, loss_value, ckpt))
-            scaler.scale(loss).backward()
-            distributed.all_reduce_grads(tensors.values(), share, ctx)
-            scaler.step(optimizer)
-            scaler.update()
-            param.project_()
-            if any(not torch.isfinite(t).all() for t in tensors.values()):
-                raise SearchDivergedError(_diverged_message(step, math.nan, ckpt))
-            history.append(loss_value)
-            step += 1
-            if meter is not None:
-                step_cost = distributed.all_reduce_sum(meter() - before, ctx, device)
-                spent += step_cost
-            if step % config.window == 0:
-                window_loss = sum(history[-config.window :]) / config.window
-                if window_loss < best["loss"] - config.min_delta:
-                    best = {
-                        "loss": window_loss,
-                        "step": step,
-                        "tensors": {k: v.detach().clone() for k, v in tensors.items()},
-                    }
-                    stale_windows = 0
-                else:
-                    stale_windows += 1
-                if config.patience is not None and stale_windows >= config.patience:
-                    stopped_early = True
-            last = step == config.steps or (budget is not None and spent + step_cost > budget + 1e-6)
-            if ckpt is not None and writer and (step % config.checkpoint_every == 0 or last or stopped_early):
-                _save_checkpoint(ckpt, snapshot(step))
-            if on_step is not None:
-                try:
-                    on_step(step, loss_value)
-                except StopSearch:
-                    stopped_early = True
-                    if ckpt is not None and writer:
-                        _save_checkpoint(ckpt, snapshot(step))
-            if budget is not None:
-                bar.update(min(round(spent), int(budget)) - bar.n)
-            else:
-                bar.update(1)
-            if step % 5 == 0 or last:
-                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            if stopped_early:
-                break
+        loop.run(host_batches, objective, bar, on_step, meter)
     except KeyboardInterrupt:
-        if ckpt is not None and writer:
-            _save_checkpoint(ckpt, snapshot(step))
-        raise SearchInterrupted(step, ckpt) from None
+        loop.save()
+        raise SearchInterrupted(loop.step, ckpt) from None
     except LostProcessError as exc:  # mid-step, the ranks may disagree: the last periodic checkpoint is exact
         kept = (
             f"the checkpoint of step {load_checkpoint(ckpt)['step']} is kept; run the same torchrun command with "
@@ -391,28 +259,242 @@ def run_search(
             if ckpt is not None and ckpt.exists()
             else "no checkpoint was written yet"
         )
-        raise LostProcessError(f"{exc} at step {step}; {kept}") from None
+        raise LostProcessError(f"{exc} at step {loop.step}; {kept}") from None
     finally:
         bar.close()
         host_batches.close()
-    if best["loss"] == math.inf:  # fewer steps than one window: the best is the last
-        best = {
-            "loss": history[-1] if history else math.inf,
-            "step": step,
-            "tensors": {k: v.detach().clone() for k, v in tensors.items()},
+    return loop.result(t0, meter)
+
+
+@dataclass
+class _SearchLoop:
+    """One search's settings and its state between steps (the state is what a checkpoint holds)."""
+
+    param: Parametrisation
+    config: SearchConfig
+    device: torch.device
+    ctx: distributed.DistContext
+    writer: bool  # this rank writes checkpoints and shows progress
+    tensors: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    fingerprint: dict[str, Any]
+    best: dict[str, Any]
+    start: int = 0
+    step: int = 0
+    history: list[float] = field(default_factory=list)
+    stale_windows: int = 0
+    spent: float = 0.0  # passes so far
+    step_cost: float = 0.0  # passes of the last step
+    stopped_early: bool = False
+    resumed_from: int | None = None
+
+    @classmethod
+    def start_for(
+        cls,
+        param: Parametrisation,
+        config: SearchConfig,
+        identity: dict[str, Any] | None,
+        meter: Callable[[], float] | None,
+    ) -> _SearchLoop:
+        """A fresh loop: device, optimiser, mixed precision and the checkpoint fingerprint set up."""
+        ctx = distributed.current() if config.data_parallel else distributed.DistContext()
+        writer = distributed.current().is_main if (config.data_parallel or config.replicated) else True
+        device = torch.device(config.device)
+        if device.type == "cpu":
+            tune_cpu_allocator()
+        tensors = param.tensors()
+        optimizer = make_optimizer(list(tensors.values()), config)
+        amp_dtype = _amp_dtype(config.amp, device)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16 and device.type == "cuda")
+        fingerprint = {**config.fingerprint(), **(identity or {})}
+        if config.budget is not None:
+            if meter is None:
+                raise ValueError("a budget needs a meter of passes")
+            fingerprint["budget"] = config.budget
+        best = {"loss": math.inf, "step": 0, "tensors": {k: v.detach().clone() for k, v in tensors.items()}}
+        return cls(param, config, device, ctx, writer, tensors, optimizer, amp_dtype, scaler, fingerprint, best)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from checkpoint ``state`` (refused if it was made with other settings)."""
+        if state["fingerprint"] != self.fingerprint:
+            diff = {
+                k: (state["fingerprint"].get(k), v)
+                for k, v in self.fingerprint.items()
+                if state["fingerprint"].get(k) != v
+            }
+            raise RunDirError(
+                f"checkpoint {self.config.checkpoint_path} was made with other settings {diff} (saved, now); "
+                "resume with the same settings or start a new run folder"
+            )
+        with torch.no_grad():
+            for name, value in state["tensors"].items():
+                self.tensors[name].copy_(value.to(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start, self.history = int(state["step"]), list(state["history"])
+        self.best = {
+            "loss": state["best"]["loss"],
+            "step": state["best"]["step"],
+            "tensors": {k: v.to(self.device) for k, v in state["best"]["tensors"].items()},
         }
-    return SearchResult(
-        steps_done=step,
-        history=history,
-        best_loss=float(best["loss"]),
-        best_step=int(best["step"]),
-        best_tensors={k: v.detach().cpu() for k, v in best["tensors"].items()},
-        stopped_early=stopped_early,
-        seconds=time.perf_counter() - t0,
-        resumed_from=resumed_from,
-        images_seen=(step - start) * config.batch_size,
-        passes=spent if meter is not None else None,
-    )
+        self.stale_windows = int(state.get("stale_windows", 0))
+        self.spent, self.step_cost = float(state.get("spent", 0.0)), float(state.get("step_cost", 0.0))
+        self.resumed_from = self.start
+
+    def snapshot(self) -> dict[str, Any]:
+        """The checkpoint of the current step."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "fingerprint": self.fingerprint,
+            "tensors": {k: v.detach().cpu().clone() for k, v in self.tensors.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "history": self.history,
+            "best": {
+                "loss": self.best["loss"],
+                "step": self.best["step"],
+                "tensors": {k: v.cpu() for k, v in self.best["tensors"].items()},
+            },
+            "stale_windows": self.stale_windows,
+            "spent": self.spent,
+            "step_cost": self.step_cost,
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint of the current step (if there is a checkpoint path and this rank writes)."""
+        if self.config.checkpoint_path is not None and self.writer:
+            _save_checkpoint(self.config.checkpoint_path, self.snapshot())
+
+    def progress_bar(self) -> Any:
+        """A tqdm bar counting steps, or passes under a budget."""
+        from tqdm.auto import tqdm
+
+        config, budget = self.config, self.config.budget
+        return tqdm(
+            total=int(budget) if budget is not None else config.steps,
+            initial=min(round(self.spent), int(budget)) if budget is not None else self.start,
+            unit="pass" if budget is not None else "step",
+            desc=config.desc,
+            disable=not config.progress or not self.writer,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def over_budget(self) -> bool:
+        """Whether one more step like the last one would exceed the budget."""
+        budget = self.config.budget
+        return budget is not None and self.spent + self.step_cost > budget + 1e-6
+
+    def run(
+        self,
+        host_batches: Iterator[Batch],
+        objective: Callable[[Any], torch.Tensor],
+        bar: Any,
+        on_step: Callable[[int, float], None] | None,
+        meter: Callable[[], float] | None,
+    ) -> None:
+        """Step until ``config.steps``, the budget, early stopping or :class:`StopSearch`, checkpointing on the way."""
+        config, ckpt, budget = self.config, self.config.checkpoint_path, self.config.budget
+        while self.step < config.steps:
+            if budget is not None and self.step > self.start and self.over_budget():
+                break
+            x, share = distributed.shard(to_device(next(host_batches), self.device), self.ctx)
+            loss_value = self.advance(x, share, objective, meter)
+            self.track_window()
+            last = self.step == config.steps or self.over_budget()
+            if (
+                ckpt is not None
+                and self.writer
+                and (self.step % config.checkpoint_every == 0 or last or self.stopped_early)
+            ):
+                _save_checkpoint(ckpt, self.snapshot())
+            if on_step is not None:
+                try:
+                    on_step(self.step, loss_value)
+                except StopSearch:
+                    self.stopped_early = True
+                    self.save()
+            if budget is not None:
+                bar.update(min(round(self.spent), int(budget)) - bar.n)
+            else:
+                bar.update(1)
+            if self.step % 5 == 0 or last:
+                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if self.stopped_early:
+                break
+
+    def advance(
+        self, x: Any, share: float, objective: Callable[[Any], torch.Tensor], meter: Callable[[], float] | None
+    ) -> float:
+        """One optimisation step on batch ``x`` (this rank's ``share`` of it); returns the whole batch's loss."""
+        config, device, ckpt = self.config, self.device, self.config.checkpoint_path
+        before = meter() if meter is not None else 0.0
+        if config.lr_schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.lr_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss = objective(x)
+        loss_value = float(loss.detach())
+        if self.ctx.active:  # the whole batch's loss: every rank sees the same value and stops together
+            loss_value = distributed.all_reduce_sum(loss_value * share, self.ctx, device)
+        if not math.isfinite(loss_value):
+            raise SearchDivergedError(_diverged_message(self.step, loss_value, ckpt))
+        self.scaler.scale(loss).backward()
+        distributed.all_reduce_grads(self.tensors.values(), share, self.ctx)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.param.project_()
+        if any(not torch.isfinite(t).all() for t in self.tensors.values()):
+            raise SearchDivergedError(_diverged_message(self.step, math.nan, ckpt))
+        self.history.append(loss_value)
+        self.step += 1
+        if meter is not None:
+            self.step_cost = distributed.all_reduce_sum(meter() - before, self.ctx, device)
+            self.spent += self.step_cost
+        return loss_value
+
+    def track_window(self) -> None:
+        """At a window's end: keep the tensors if its mean loss is the best, and count stale windows."""
+        config = self.config
+        if self.step % config.window == 0:
+            window_loss = sum(self.history[-config.window :]) / config.window
+            if window_loss < self.best["loss"] - config.min_delta:
+                self.best = {
+                    "loss": window_loss,
+                    "step": self.step,
+                    "tensors": {k: v.detach().clone() for k, v in self.tensors.items()},
+                }
+                self.stale_windows = 0
+            else:
+                self.stale_windows += 1
+            if config.patience is not None and self.stale_windows >= config.patience:
+                self.stopped_early = True
+
+    def result(self, t0: float, meter: Callable[[], float] | None) -> SearchResult:
+        """The finished search (started at ``time.perf_counter()`` ``t0``)."""
+        if self.best["loss"] == math.inf:  # fewer steps than one window: the best is the last
+            self.best = {
+                "loss": self.history[-1] if self.history else math.inf,
+                "step": self.step,
+                "tensors": {k: v.detach().clone() for k, v in self.tensors.items()},
+            }
+        return SearchResult(
+            steps_done=self.step,
+            history=self.history,
+            best_loss=float(self.best["loss"]),
+            best_step=int(self.best["step"]),
+            best_tensors={k: v.detach().cpu() for k, v in self.best["tensors"].items()},
+            stopped_early=self.stopped_early,
+            seconds=time.perf_counter() - t0,
+            resumed_from=self.resumed_from,
+            images_seen=(self.step - self.start) * self.config.batch_size,
+            passes=self.spent if meter is not None else None,
+        )
 
 
 def _diverged_message(step: int, value: float, ckpt: Path | None) -> str:

@@ -211,8 +211,11 @@ def eval_views(image: torch.Tensor, size: tuple[int, int], views: int = 1) -> to
     return crop_views(resize_shorter(image, math.ceil(max(size) / CROP_FRACTION)), size, views)
 
 
+EVAL_VIEWS = (1, 2, 5, 10)  # evaluation crops per image: centre, + mirror, centre + corners, both
+
+
 def check_views(views: int) -> None:
-    if views not in (1, 2, 5, 10):
+    if views not in EVAL_VIEWS:
         raise DataError(f"eval views must be 1, 2, 5 or 10, got {views}")
 
 

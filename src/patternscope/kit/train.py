@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.train import Batch, train_epochs
+
 
 @dataclass
 class TrainConfig:
@@ -76,20 +78,19 @@ def train_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: T
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
     bar = tqdm(total=total, desc="train" + (" (PGD)" if cfg.adv_eps else ""), disable=not cfg.progress)
+
+    def loss_of(batch: Batch) -> torch.Tensor:
+        xb, yb = x[batch.indices], y[batch.indices]
+        if cfg.adv_eps > 0:
+            xb = pgd_attack(net, xb, yb, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, gen)
+        return F.cross_entropy(net(xb), yb)
+
+    def after_step(_batch: Batch, _loss: torch.Tensor) -> None:
+        sched.step()
+        bar.update(1)
+
     net.train()
-    for _epoch in range(cfg.epochs):
-        perm = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            xb, yb = x[idx], y[idx]
-            if cfg.adv_eps > 0:
-                xb = pgd_attack(net, xb, yb, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, gen)
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
+    train_epochs(opt, loss_of, len(y), cfg.batch_size, range(cfg.epochs), gen, after_step=after_step)
     bar.close()
     net.eval()
     return net

@@ -3,7 +3,8 @@ the paper's defaults, its objective, its default data) run by the one search loo
 :mod:`patternscope.core.search`.
 
 :func:`find_pattern` runs any method; ``METHODS`` lists them by CLI name. A new method is one small file
-here (see ``cos_uap.py`` for the shape) and one line in :mod:`~patternscope.methods.registry`.
+here (its settings, its loss and its ``RECIPE``; see ``cos_uap.py`` for the shape) and one line in
+:mod:`~patternscope.methods.registry` (or :func:`register_method` for a method kept outside the package).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from .df_uap import DFUAPConfig
 from .dominant import DominantConfig, PaperDominantConfig
 from .feature_fool import FeatureFoolConfig
 from .find import find_pattern
-from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig
-from .registry import LABEL_FREE_METHODS, METHODS, get_recipe
+from .recipe import DataSpec, FirstStage, Recipe, SearchOutcome, UAPConfig
+from .registry import LABEL_FREE_METHODS, METHODS, get_recipe, register_method
 from .sgd_uap import SGDUAPConfig
 from .uap import UAPDeepFoolConfig
 
@@ -40,6 +41,7 @@ __all__ = [
     "DataSpec",
     "DominantConfig",
     "FeatureFoolConfig",
+    "FirstStage",
     "PaperDominantConfig",
     "Recipe",
     "SGDUAPConfig",
@@ -49,4 +51,5 @@ __all__ = [
     "find_dominant_pattern",
     "find_pattern",
     "get_recipe",
+    "register_method",
 ]

@@ -10,9 +10,13 @@ on proxy images (the paper used COCO or Places365 for ImageNet models; here the 
 default). Defaults from the authors' code: κ = 10, Adam lr 5e-3, batch 32, δ from zeros, x + δ not
 clipped during the search.
 
-Example::
+Example (``model`` is any :class:`~patternscope.core.classifier.Classifier`, e.g.
+``ps.load_model("efficientnet_lite0")``; the tests run this example on a tiny model)::
 
-    outcome = find_pattern("df-uap", model, "photos", budget=3000)
+    >>> import patternscope as ps
+    >>> outcome = ps.find_pattern(model, "photos", method="df-uap", budget=320, progress=False)
+    >>> outcome.pattern.meta["method"], round(outcome.pattern.eps * 255)
+    ('df-uap', 10)
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.classifier import Classifier
-from ..core.objectives import Objective, margin_from_clean
+from ..core.objectives import Objective, perturbed
 from ..errors import PatternError
 from .recipe import Recipe, UAPConfig
 
@@ -39,6 +43,24 @@ class DFUAPConfig(UAPConfig):
         if self.kappa < 0:
             raise PatternError(f"kappa must be >= 0, got {self.kappa}")
         return self
+
+
+def margin_from_clean(model: Classifier, delta: torch.Tensor, kappa: float, clip: bool = False) -> Objective:
+    """DF-UAP (Zhang et al. 2020): mean over x of max(z_c - max_{i != c} z_i, -κ) on f(x + δ)'s logits z.
+
+    c = argmax f(x) is the clean prediction (label-free). Images already pushed ``κ`` past the nearest
+    other class stop contributing.
+    """
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            clean = model(x).argmax(1)
+        z = model(perturbed(x, delta, clip)).float()
+        own = z.gather(1, clean[:, None]).squeeze(1)
+        others = z.scatter(1, clean[:, None], float("-inf")).amax(1)
+        return (own - others).clamp(min=-kappa).mean()
+
+    return Objective(fn, f"margin_from_clean[kappa={kappa:g}]")
 
 
 def objective(model: Classifier, delta: torch.Tensor, config: DFUAPConfig) -> Objective:

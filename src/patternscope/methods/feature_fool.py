@@ -18,9 +18,13 @@ FFF halves δ every 300 steps; GD-UAP halves δ when over half of it sits at ±e
 changing (by < 1e-5 between steps). Not clipped. The authors stop on a validation fooling rate; here
 the budget (or ``patience``) decides.
 
-Example::
+Example (``model`` is any :class:`~patternscope.core.classifier.Classifier`, e.g.
+``ps.load_model("efficientnet_lite0")``; the tests run this example on a tiny model)::
 
-    outcome = find_pattern("gd-uap", model, budget=3000)          # no data at all
+    >>> import patternscope as ps
+    >>> outcome = ps.find_pattern(model, method="gd-uap", budget=64, progress=False)  # no data at all
+    >>> outcome.pattern.meta["method"], round(outcome.pattern.eps * 255)
+    ('gd-uap', 10)
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 import torch
 
 from ..core.classifier import Classifier
-from ..core.objectives import Objective, activation_log_norms
+from ..core.objectives import Objective, perturbed
 from ..core.params import RescalingParam
 from ..errors import PatternError
 from .recipe import Recipe, UAPConfig
@@ -60,6 +64,37 @@ class FeatureFoolConfig(UAPConfig):
         if self.rescale_every < 1 or not 0 < self.saturation <= 1:
             raise PatternError("rescale_every must be >= 1 and saturation in (0, 1]")
         return self
+
+
+def activation_log_norms(
+    model: Classifier, delta: torch.Tensor, layers: list[str], kind: str = "l2", prior: str = "none", clip: bool = False
+) -> Objective:
+    """Data-free objectives over the conv layers' activations (``layers``), of δ alone or of x + δ.
+
+    ``kind="l2"``: GD-UAP (Mopuri et al. 2018), -sum over layers of log ||act(δ)||₂.
+    ``kind="mean"``: FFF (Mopuri et al. 2017), -sum over layers of log mean |act(δ)| (the log of the
+    product of mean activations).
+    ``prior``: ``none`` (δ on the data-mean image, which the model's normalisation maps to zero, as
+    in the papers; the batch is ignored), ``range`` or ``data`` (x + δ for the batch x: Gaussian
+    range-prior samples or proxy images); the log-norms are averaged over the batch.
+    """
+    if kind not in ("l2", "mean"):
+        raise ValueError(f"kind must be l2 or mean, got {kind!r}")
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if prior == "none":
+            inputs = (model.mean.to(delta.dtype) + delta).reshape(1, *delta.shape)
+        else:
+            inputs = perturbed(x, delta, clip)
+        total = torch.zeros((), device=delta.device)
+        for act in model.activations(inputs, layers):
+            act = act.float()  # reduced over every axis but the batch: no flatten, so NHWC is never copied
+            axes = tuple(range(1, act.dim()))
+            size = torch.linalg.vector_norm(act, dim=axes) if kind == "l2" else act.abs().mean(axes)
+            total = total + torch.log(size + 1e-12).mean()
+        return -total
+
+    return Objective(fn, f"activation_log_norms[{kind},{prior}]")
 
 
 def _layers(model: Classifier, config: FeatureFoolConfig) -> list[str]:

@@ -17,11 +17,22 @@ from ..core.classifier import Classifier
 from ..core.objectives import Objective
 from ..core.params import AdditiveParam
 from ..core.patterns import Pattern
-from ..core.search import SearchConfig, run_search
+from ..core.search import SearchConfig, SearchResult, run_search
 from ..data.loader import Batch, check_workers, default_workers
 from ..errors import PatternError
-from .dominant import active_prior_share
-from .recipe import DataSpec, Recipe, SearchOutcome, UAPConfig, make_config, make_stream, setting_of, steps_for_budget
+from .recipe import (
+    DataSpec,
+    FirstStage,
+    Recipe,
+    SearchOutcome,
+    UAPConfig,
+    make_config,
+    make_stream,
+    setting_of,
+    stage_of,
+    stage_steps,
+    steps_for_budget,
+)
 from .registry import METHODS, get_recipe
 
 
@@ -103,17 +114,17 @@ def find_pattern(
     dev = torch.device(device) if device is not None else model.device
     model = model.to(dev)
     stream = make_stream(recipe, config, model, data)
+    stage = stage_of(recipe, config)
     if epochs is not None:
         if stream is None:
             raise PatternError(f"{recipe.name} uses no data, so it has no epochs; give steps instead")
         config.steps = stream.steps_for_epochs(epochs, config.batch_size)
-        share = active_prior_share(config)
-        if share:  # the epochs are the data stage's; the prior stage comes on top, in its share
-            config.steps += max(1, round(config.steps * share / (1 - share)))
+        if stage is not None:  # the epochs are the method's own stage's; the first stage comes on top, in its share
+            config.steps += max(1, round(config.steps * stage.share / (1 - stage.share)))
     run = _Run(dev, checkpoint, checkpoint_every, resume, progress, workers, budget)
-    first = prior_steps(config)
-    if first:
-        return _search_from_prior(recipe, config, first, model, stream, run)
+    first = stage_steps(stage, config.steps)
+    if stage is not None and first:
+        return _search_in_stages(recipe, config, stage, first, model, stream, run)
     return _search(recipe, config, model, stream, run)
 
 
@@ -130,44 +141,33 @@ class _Run:
     budget: float | None
 
 
-def prior_steps(config: UAPConfig) -> int:
-    """Steps of a search's prior stage: ``prior_share`` of ``steps`` rounded down (so a budget's steps stay
-    within the budget), at least one and leaving at least one for the data stage; 0 without a share or for
-    an L2 budget (PSP-UAP starts δ inside the L∞ ball)."""
-    share = active_prior_share(config)
-    return min(config.steps - 1, max(1, math.floor(share * config.steps))) if share and config.steps > 1 else 0
-
-
-def _search_from_prior(
-    recipe: Recipe, config: UAPConfig, first: int, model: Classifier, stream: Any, run: _Run
+def _search_in_stages(
+    recipe: Recipe, config: UAPConfig, stage: FirstStage, first: int, model: Classifier, stream: Any, run: _Run
 ) -> SearchOutcome:
-    """The dominant search in two stages: PSP-UAP's data-free objective for the ``first`` steps
-    (:func:`prior_steps`: a δ that already disrupts the features of any image), then the recipe's own
-    objective from that δ for the rest. Each stage keeps its own checkpoint (``NAME.prior.pt`` beside
+    """A search in two stages: the ``stage``'s method for the ``first`` steps (:func:`stage_steps`; e.g. the
+    dominant search's PSP-UAP prior, a δ that already disrupts the features of any image), then the recipe's
+    own objective from that δ for the rest. Each stage keeps its own checkpoint (``NAME.<stage>.pt`` beside
     ``NAME``); a resumed search whose second stage has started skips the first."""
-    from .psp_uap import RECIPE as PSP
-    from .psp_uap import PSPConfig
-
     main_ckpt = Path(run.checkpoint) if run.checkpoint is not None else None
-    prior_ckpt = main_ckpt.with_name(main_ckpt.stem + ".prior" + main_ckpt.suffix) if main_ckpt is not None else None
-    prior_config = PSPConfig(
-        eps=config.eps, norm=config.norm, seed=config.seed, batch_size=config.batch_size, steps=first, amp=config.amp
-    ).validate()
+    stage_ckpt = (
+        main_ckpt.with_name(f"{main_ckpt.stem}.{stage.name}{main_ckpt.suffix}") if main_ckpt is not None else None
+    )
     second = replace(config, steps=config.steps - first)
     started = run.resume and main_ckpt is not None and main_ckpt.exists()
-    prior: SearchOutcome | None = None
+    before: SearchOutcome | None = None
     if not started:
-        prior = _search(PSP, prior_config, model, None, replace(run, checkpoint=prior_ckpt, budget=None))
-    start = prior.pattern.delta if prior is not None else None
+        stage_run = replace(run, checkpoint=stage_ckpt, budget=None)
+        before = _search(stage.recipe, stage.config(first), model, None, stage_run)
+    start = before.pattern.delta if before is not None else None
     outcome = _search(recipe, second, model, stream, replace(run, budget=None), start=start)
-    record: dict[str, Any] = {"method": PSP.name, "steps": first, "share": active_prior_share(config)}
-    if prior is not None:
-        record.update(seconds=round(prior.result.seconds, 3), passes=prior.result.passes)
-        outcome.result.seconds += prior.result.seconds
-        if outcome.result.passes is not None and prior.result.passes is not None:
-            outcome.result.passes += prior.result.passes
+    record: dict[str, Any] = {"method": stage.recipe.name, "steps": first, "share": stage.share}
+    if before is not None:
+        record.update(seconds=round(before.result.seconds, 3), passes=before.result.passes)
+        outcome.result.seconds += before.result.seconds
+        if outcome.result.passes is not None and before.result.passes is not None:
+            outcome.result.passes += before.result.passes
     for pattern in (outcome.pattern, outcome.best):
-        pattern.meta.update(steps=config.steps, prior_stage=record, passes=outcome.result.passes)
+        pattern.meta.update({"steps": config.steps, f"{stage.name}_stage": record, "passes": outcome.result.passes})
         pattern.meta["settings"]["steps"] = config.steps
     return outcome
 
@@ -183,23 +183,8 @@ def _search(
     """One search on the loop: ``recipe`` with ``config`` (steps resolved), δ from ``start`` when given."""
     dev, budget, workers = run.device, run.budget, run.workers
     checkpoint, checkpoint_every, resume, progress = run.checkpoint, run.checkpoint_every, run.resume, run.progress
-    batches: Callable[[int, int], Batch]
-    if stream is None and recipe.own_batches is not None:
-        batches = recipe.own_batches(config, model.input_size)
-    elif stream is None:
-        empty = torch.empty(0)
-        batches = lambda _step, _size: empty  # noqa: E731 - the objective ignores the batches
-    elif recipe.labelled(config):
-        batches = stream.host_batch
-    else:
-        batches = stream.host_images
-    if recipe.param is not None:
-        param = recipe.param(model.input_size, config, dev)
-    else:
-        param = AdditiveParam(model.input_size, config.eps, config.norm, device=dev, init=config.init, seed=config.seed)
-    if start is not None:
-        with torch.no_grad():
-            param.delta.copy_(start.to(param.delta.device, param.delta.dtype))
+    batches = _batches(recipe, config, model, stream)
+    param = _param(recipe, config, model, dev, start)
     objective = recipe.objective(model, param.delta, config)
     tick = getattr(param, "tick", None)
     if tick is not None:  # parametrisations that count steps (rescaling schedules)
@@ -237,7 +222,54 @@ def _search(
     identity = {"method": recipe.name, "model": model.spec, "eps": config.eps, "norm": config.norm, "data": data_text}
     identity["settings"] = {k: v for k, v in settings.items() if k not in ("steps", "patience", "keep")}
     result = run_search(param, objective, batches, loop, identity=identity, meter=model.passes.cost)
-    meta = {
+    meta = _meta(recipe, config, model, stream, result, budget, settings, data_text)
+    last = Pattern(param.delta.detach().cpu(), config.eps, config.norm, {**meta, "kept": "last"})
+    best = Pattern(
+        result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
+    )
+    return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)
+
+
+def _batches(recipe: Recipe, config: UAPConfig, model: Classifier, stream: Any) -> Callable[[int, int], Batch]:
+    """The search's ``batches(step, size)``: the method's own inputs, nothing (an objective that ignores the
+    batches), or the stream's images (with their labels for a labelled method)."""
+    if stream is None and recipe.own_batches is not None:
+        return recipe.own_batches(config, model.input_size)
+    if stream is None:
+        empty = torch.empty(0)
+        return lambda _step, _size: empty
+    if recipe.labelled(config):
+        return stream.host_batch
+    return stream.host_images
+
+
+def _param(
+    recipe: Recipe, config: UAPConfig, model: Classifier, dev: torch.device, start: torch.Tensor | None
+) -> AdditiveParam:
+    """δ in its ball: the method's own parametrisation or a plain one started as ``config.init``; from ``start``
+    when given."""
+    if recipe.param is not None:
+        param = recipe.param(model.input_size, config, dev)
+    else:
+        param = AdditiveParam(model.input_size, config.eps, config.norm, device=dev, init=config.init, seed=config.seed)
+    if start is not None:
+        with torch.no_grad():
+            param.delta.copy_(start.to(param.delta.device, param.delta.dtype))
+    return param
+
+
+def _meta(
+    recipe: Recipe,
+    config: UAPConfig,
+    model: Classifier,
+    stream: Any,
+    result: SearchResult,
+    budget: float | None,
+    settings: dict[str, Any],
+    data_text: str,
+) -> dict[str, Any]:
+    """The found pattern's metadata: method, model, search, data and settings."""
+    return {
         "method": recipe.name,
         "title": recipe.title,
         "model": model.spec,
@@ -253,8 +285,3 @@ def _search(
         "passes": result.passes,
         "patternscope_version": __version__,
     }
-    last = Pattern(param.delta.detach().cpu(), config.eps, config.norm, {**meta, "kept": "last"})
-    best = Pattern(
-        result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
-    )
-    return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)

@@ -17,9 +17,13 @@ cross the ball and the search works near its corners); δ is halved when more th
 sits at ±ε and that share stopped changing (as GD-UAP). Every random draw is a pure function of
 (seed, step), so a resumed search is exact.
 
-Example::
+Example (``model`` is any :class:`~patternscope.core.classifier.Classifier`, e.g.
+``ps.load_model("efficientnet_lite0")``; the tests run this example on a tiny model)::
 
-    outcome = find_pattern(model, method="psp-uap", budget=3000)          # no data at all
+    >>> import patternscope as ps
+    >>> outcome = ps.find_pattern(model, method="psp-uap", budget=320, progress=False)  # no data at all
+    >>> outcome.pattern.meta["method"], round(outcome.pattern.eps * 255)
+    ('psp-uap', 10)
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ same compute, whatever its batch size or number of forwards per step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from ..core.classifier import Classifier
+from ..core.configs import option
 from ..core.objectives import Objective
 from ..core.params import AdditiveParam
 from ..core.patterns import Pattern, parse_eps
@@ -67,19 +69,23 @@ class UAPConfig:
     """
 
     eps: float = 10 / 255
-    norm: str = "linf"
+    norm: str = option("linf", help="budget norm (default {default})", choices=("linf", "l2"))
     steps: int = 300
-    batch_size: int = 32
+    batch_size: int = option(32, help="images per step (default {default})")
     optimizer: str = "adam"
-    lr: float = 1e-2
+    lr: float = option(1e-2, help="Adam learning rate (default {default:g})")
     lr_eps: float | None = None
     weight_decay: float = 0.0
     init: str = "zeros"
-    clip_during_search: bool = False
-    keep: str = "last"
+    clip_during_search: bool = option(
+        False, help="clip x+δ to [0,1] during the search (the paper does not; evaluation always clips)"
+    )
+    keep: str = option("last", help="save the last δ (default) or the best window's δ", choices=("last", "best"))
     window: int = 10
-    patience: int | None = None
-    seed: int = 0
+    patience: int | None = option(
+        None, help=f"stop early after this many {window}-step windows without improvement (default: never)"
+    )
+    seed: int = option(0, help="seed for batches and augmentation (default {default})")
     crop_scale: tuple[float, float] | None = None
     amp: bool | str = False
     lr_schedule: str = "constant"
@@ -109,7 +115,28 @@ class UAPConfig:
                 raise PatternError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise PatternError(f"lr must be positive, got {self.lr}")
+        if not self.weight_decay >= 0:  # Adam's and SGD's own ValueError would be a traceback
+            raise PatternError(f"weight_decay must be >= 0, got {self.weight_decay}")
         return self
+
+
+@dataclass(frozen=True)
+class FirstStage:
+    """A stage a method runs before its own objective: another method's search for a share of the steps,
+    whose δ the method's own search then continues from (the dominant search's optional PSP-UAP prior).
+
+    Attributes:
+        name: names its checkpoint (``NAME.<name>.pt`` beside the search's) and its record in the
+            pattern's metadata (``<name>_stage``).
+        recipe: the method the stage runs.
+        share: the share of the steps it runs, in (0, 1).
+        config: ``(steps) -> settings`` of that method for a stage of ``steps`` steps (validated).
+    """
+
+    name: str
+    recipe: Recipe
+    share: float
+    config: Callable[[int], UAPConfig]
 
 
 @dataclass(frozen=True)
@@ -137,6 +164,8 @@ class Recipe:
             resume stays exact.
         paper_data: the data closest to what the method's paper searched on, for ``compare --paper-data``
             (None: ``default_data``).
+        first_stage: ``(config) -> FirstStage | None``: a stage run before the method's own objective
+            (:class:`FirstStage`); the loop runs it for any method that declares one.
     """
 
     name: str
@@ -152,6 +181,7 @@ class Recipe:
     batch_mean: bool = False
     own_batches: Callable[[Any, Sequence[int]], Callable[[int, int], Any]] | None = None
     paper_data: tuple[str, ...] | None = None
+    first_stage: Callable[[Any], FirstStage | None] | None = None
 
     @property
     def papers_data(self) -> tuple[str, ...]:
@@ -208,6 +238,19 @@ def setting_of(recipe: Recipe, config: UAPConfig, stream: BatchStream | None) ->
     if stream is None or all(isinstance(s, str) for s in stream.sources):
         return "data-free"
     return "label-free"
+
+
+def stage_of(recipe: Recipe, config: UAPConfig) -> FirstStage | None:
+    """The first stage ``recipe`` runs with ``config`` (None: its own objective only)."""
+    return recipe.first_stage(config) if recipe.first_stage is not None else None
+
+
+def stage_steps(stage: FirstStage | None, steps: int) -> int:
+    """Steps of a first stage out of a search's ``steps``: its share rounded down (so a budget's steps stay
+    within the budget), at least one and leaving at least one for the method's own objective; 0 without one."""
+    if stage is None or not stage.share or steps <= 1:
+        return 0
+    return min(steps - 1, max(1, math.floor(stage.share * steps)))
 
 
 def steps_for_budget(recipe: Recipe, config: UAPConfig, budget: float) -> int:

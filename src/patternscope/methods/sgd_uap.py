@@ -10,9 +10,13 @@ the reference code takes a constant signed step of 0.8·eps per batch, which fli
 step), δ from zeros,
 batch 32, x + δ clipped to [0,1] during the search as in the reference code.
 
-Example::
+Example (``model`` is any :class:`~patternscope.core.classifier.Classifier`, e.g.
+``ps.load_model("efficientnet_lite0")``; the tests run this example on a tiny model)::
 
-    outcome = find_pattern("sgd-uap", model, "photos", budget=3000)
+    >>> import patternscope as ps
+    >>> outcome = ps.find_pattern(model, "photos", method="sgd-uap", budget=320, progress=False)
+    >>> outcome.pattern.meta["method"], round(outcome.pattern.eps * 255)
+    ('sgd-uap', 10)
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from ..core.classifier import Classifier
-from ..core.objectives import Objective, clamped_cross_entropy
+from ..core.objectives import Objective, perturbed
 from ..errors import PatternError
 from .recipe import Recipe, UAPConfig
 
@@ -50,6 +55,26 @@ class LabelledSGDUAPConfig(SGDUAPConfig):
     """SGD-UAP on the images' labels (method ``sgd-uap-labelled``; needs labelled search images)."""
 
     labels: bool = True
+
+
+def clamped_cross_entropy(model: Classifier, delta: torch.Tensor, beta: float, clip: bool = True) -> Objective:
+    """SGD-UAP (Shafahi et al. 2020): -mean over x of min(CE(f(x + δ), y), β).
+
+    The batch is ``(x, y)``; where y < 0 (unlabelled, or the label-free variant) the target is the clean
+    prediction argmax f(x). Capping each image's loss at ``β`` stops a few already-fooled images from
+    dominating the gradient.
+    """
+
+    def fn(batch: tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        x, y = batch if isinstance(batch, tuple) else (batch, None)
+        if y is None or (y < 0).any():
+            with torch.no_grad():
+                clean = model(x).argmax(1)
+            y = clean if y is None else torch.where(y < 0, clean, y)
+        ce = F.cross_entropy(model(perturbed(x, delta, clip)).float(), y, reduction="none")
+        return -ce.clamp(max=beta).mean()
+
+    return Objective(fn, f"clamped_cross_entropy[beta={beta:g}]")
 
 
 def objective(model: Classifier, delta: torch.Tensor, config: SGDUAPConfig) -> Objective:

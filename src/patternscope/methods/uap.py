@@ -14,9 +14,13 @@ with how many images are still unfooled and how many DeepFool iterations they ta
 ART's ``UniversalPerturbation`` is the reference numpy implementation (one image at a time); see
 :mod:`patternscope.adapters.art` to run it side by side.
 
-Example::
+Example (``model`` is any :class:`~patternscope.core.classifier.Classifier`, e.g.
+``ps.load_model("efficientnet_lite0")``; the tests run this example on a tiny model)::
 
-    outcome = find_pattern("uap", model, "photos", budget=3000)
+    >>> import patternscope as ps
+    >>> outcome = ps.find_pattern(model, "photos", method="uap", budget=320, progress=False)
+    >>> outcome.pattern.meta["method"], round(outcome.pattern.eps * 255)
+    ('uap', 10)
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.classifier import Classifier
-from ..core.objectives import Objective, deepfool_update
+from ..core.objectives import Objective
 from ..errors import PatternError
 from .recipe import Recipe, UAPConfig
 
@@ -53,6 +57,91 @@ class UAPDeepFoolConfig(UAPConfig):
         if self.candidates < 2 or self.max_iter < 1 or self.overshoot < 0:
             raise PatternError("uap needs candidates >= 2, max_iter >= 1 and overshoot >= 0")
         return self
+
+
+def deepfool_update(
+    model: Classifier,
+    delta: torch.Tensor,
+    norm: str = "linf",
+    candidates: int = 10,
+    max_iter: int = 10,
+    overshoot: float = 0.02,
+) -> Objective:
+    """UAP (Moosavi-Dezfooli et al. 2017) as a loop objective: the DeepFool steps of a batch.
+
+    For every image x of the batch that δ does not fool yet, DeepFool (``candidates`` most likely
+    classes, at most ``max_iter`` linearisations, ``overshoot``) finds the smallest r (L∞ or L2) that
+    moves x + δ across the nearest decision boundary. The objective's gradient with respect to δ is
+    -sum of those r, so one plain SGD step with lr 1 adds them to δ (the loop then projects): the
+    original adds them one image at a time; a batch adds them together (only those of images DeepFool
+    moved across a boundary within ``max_iter``, as in the original). Its value is the share of the
+    batch not fooled before the step. Cost per step: two forward-only passes of the batch and
+    ``candidates`` passes per not-yet-fooled image per DeepFool iteration.
+    """
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        base = (x + delta.detach()).clamp(0, 1)
+        with torch.no_grad():
+            clean_logits = model(x).float()
+            pert_pred = model(base).argmax(1)
+        clean = clean_logits.argmax(1)
+        active = pert_pred == clean
+        step = torch.zeros_like(delta)
+        if active.any():
+            k = min(candidates, clean_logits.shape[1])
+            classes = clean_logits[active].topk(k, dim=1).indices  # the clean class first
+            r, converged = _deepfool(model, base[active], classes, norm, max_iter, overshoot)
+            step = r[converged].sum(0)  # as in the original, only steps that crossed the boundary
+        surrogate = -(delta * step).sum()
+        unfooled = active.float().mean()
+        return surrogate - surrogate.detach() + unfooled
+
+    return Objective(fn, f"deepfool_update[{norm}]")
+
+
+def _deepfool(
+    model: Classifier, x: torch.Tensor, classes: torch.Tensor, norm: str, max_iter: int, overshoot: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched DeepFool: per image, the perturbation (with overshoot) that leaves class ``classes[:, 0]``,
+    and whether it did so within ``max_iter`` linearisations."""
+    n, k = classes.shape
+    r = torch.zeros_like(x)
+    running = torch.ones(n, dtype=torch.bool, device=x.device)
+    for _ in range(max_iter):
+        idx = running.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        z = ((x[idx] + (1 + overshoot) * r[idx]).clamp(0, 1)).detach()
+        z = z.repeat(k, 1, 1, 1).requires_grad_(True)  # one copy per candidate class
+        logits = model(z).float()
+        cls = classes[idx].t().reshape(-1)  # copy j*m + i holds image i's candidate j
+        picked = logits.gather(1, cls[:, None]).squeeze(1)
+        (grads,) = torch.autograd.grad(picked.sum(), z)
+        m = idx.numel()
+        values = picked.detach().view(k, m)
+        grads = grads.view(k, m, *x.shape[1:])
+        still = logits.detach().view(k, m, -1)[0].argmax(1) == classes[idx, 0]
+        w = grads[1:] - grads[:1]  # (k-1) x m x C x H x W
+        f = (values[1:] - values[:1]).abs()  # (k-1) x m
+        dual = w.flatten(2).abs().sum(2) if norm == "linf" else w.flatten(2).norm(dim=2)
+        dist = f / (dual + 1e-8)
+        best = dist.argmin(0)  # m
+        w_best = w[best, torch.arange(m)]
+        d_best = dist[best, torch.arange(m)]
+        if norm == "linf":
+            r_step = (d_best + 1e-4).view(-1, 1, 1, 1) * w_best.sign()
+        else:
+            r_step = (
+                (d_best + 1e-4).view(-1, 1, 1, 1) * w_best / (w_best.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-8)
+            )
+        r[idx[still]] += r_step[still]
+        running[idx[~still]] = False
+    if running.any():  # check the images still running after the last step
+        idx = running.nonzero().squeeze(1)
+        with torch.no_grad():
+            pred = model((x[idx] + (1 + overshoot) * r[idx]).clamp(0, 1)).argmax(1)
+        running[idx[pred != classes[idx, 0]]] = False
+    return (1 + overshoot) * r, ~running
 
 
 def objective(model: Classifier, delta: torch.Tensor, config: UAPDeepFoolConfig) -> Objective:

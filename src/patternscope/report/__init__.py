@@ -7,5 +7,5 @@
   ``downstream``, ``harden``), each with ``build(run) -> (title, sections)``.
 
 Which builder a folder gets is declared by the command that writes it (:mod:`patternscope.runs.registry`);
-:func:`patternscope.runs.report.write_report` picks it.
+:func:`patternscope.runs.registry.write_report` picks it.
 """

@@ -14,7 +14,6 @@ from typing import Any
 
 from .._version import __version__
 from ..analyses.downstream import (
-    HEADS,
     PAPER_SCHEDULE,
     DownstreamConfig,
     DownstreamResult,
@@ -25,7 +24,7 @@ from ..analyses.downstream import (
     train_downstream,
 )
 from ..core.atomic import write_atomic, write_json
-from ..core.configs import config_from
+from ..core.configs import config_from, from_config
 from ..core.models import DEFAULT_MODEL, load_state_dict_file, resolve_device
 from ..core.patterns import Pattern
 from ..core.run_id import run_metadata
@@ -35,7 +34,7 @@ from ..methods import find_pattern
 from ..report import downstream as downstream_report
 from ..report import figures
 from .command import Command, indented_json
-from .evaluate import ALLOW_OVER_BUDGET_HELP, budget_line, pattern_budget
+from .evaluation import ALLOW_OVER_BUDGET_HELP, budget_line, pattern_budget
 from .folders import prepare_run_dir, write_run_config
 from .options import (
     LABELLED_HELP,
@@ -69,7 +68,7 @@ class DownstreamOptions(LabelledDataOptions, ModelOptions, OutputFolder):
         flags_before=(BACKBONE,),
     )
     pattern: str = option("", help="a run folder or pattern file found on the backbone", metavar="RUN", required=True)
-    head: str = option(_D.head, help="what is trained (default {default})", choices=HEADS)
+    head: str = from_config(DownstreamConfig, "head")
     # None: not given, so --recipe paper may set them (an option given always wins, even at its default value)
     epochs: int | None = option(
         None, help=f"training epochs (default {_D.epochs}); --recipe paper: {PAPER_SCHEDULE['epochs']} unless given"
@@ -86,7 +85,7 @@ class DownstreamOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     finetuned: str | None = option(
         None, help="a fine-tuned downstream state dict to load instead of training", metavar="FILE"
     )
-    seed: int = option(_D.seed, help="seed (default {default})")
+    seed: int = from_config(DownstreamConfig, "seed")
     recipe: str = option(
         "default",
         help="training schedule: default, or paper (the authors': Adam 1e-3, weight decay 1e-5, 20 epochs, "
@@ -167,7 +166,7 @@ def downstream_run(
             ) from None
         train = TrainReport(accuracy(downstream, x, y), accuracy(downstream, xt, yt), 0.0)
     else:
-        train = train_downstream(downstream, x, y, xt, yt, config, progress=progress)
+        train = train_downstream(downstream, x, y, test_images=xt, test_labels=yt, config=config, progress=progress)
     log(f"downstream model: train accuracy {train.train_accuracy:.3f}, test accuracy {train.test_accuracy:.3f}")
     own = None
     if opts.own_steps > 0:

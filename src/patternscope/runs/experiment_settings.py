@@ -19,6 +19,7 @@ from ..analyses.classwise import ClasswiseConfig
 from ..analyses.settings import SettingsConfig, SettingsResult, run_settings
 from ..analyses.simplicity import MEASURES
 from ..core.atomic import write_json
+from ..core.configs import from_config
 from ..data.datasets import load_dataset
 from ..errors import PatternError
 from ..report import figures
@@ -41,14 +42,14 @@ class SettingsOptions(OutputFolder):
         help="built-in labelled data set (fashion-mnist needs Debian's dataset-fashion-mnist; default {default})",
         choices=DATA_SETS,
     )
-    train_images: int = option(_S.train_images, help="training images per model (default {default})")
-    epochs: int = option(_S.epochs, help="training epochs per model (default {default})")
-    adv_eps: float = option(_S.adv_eps, help="L-inf radius of PGD training, [0,1] units (default {default})")
-    target: int = option(_S.target, help="the backdoor's target class (default {default})")
-    trigger_size: int = option(_S.trigger_size, help="side of the white BadNets patch, pixels (default {default})")
-    search_images: int = option(_S.search_images, help="search images per class-wise search (default {default})")
+    train_images: int = from_config(SettingsConfig, "train_images")
+    epochs: int = from_config(SettingsConfig, "epochs")
+    adv_eps: float = from_config(SettingsConfig, "adv_eps")
+    target: int = from_config(SettingsConfig, "target")
+    trigger_size: int = from_config(SettingsConfig, "trigger_size")
+    search_images: int = from_config(SettingsConfig, "search_images")
     classwise_epochs: float = option(5.0, help="passes of each class-wise search (default {default:g}, the paper's)")
-    seed: int = option(_S.seed, help="seed (default {default})")
+    seed: int = from_config(SettingsConfig, "seed")
     overwrite: bool = option(False, help="replace a run already in --out")
 
     def config(self) -> SettingsConfig:

@@ -14,22 +14,17 @@ from pathlib import Path
 
 from ..core import distributed
 from ..core.atomic import write_json
-from ..core.configs import config_from
+from ..core.configs import config_from, from_config
 from ..core.models import resolve_device
 from ..core.patterns import parse_eps
-from ..data.image_set import ImageSet
-from ..data.photos import BUNDLED_NAMES
-from ..data.proxies import PROXY_NAMES
-from ..data.sources import disjoint_eval_set, open_images, training_sources
 from ..data.stream import BatchStream
 from ..errors import PatternError, RunDirError
 from ..methods import DominantConfig, PaperDominantConfig, find_pattern
-from ..methods.dominant import LOSSES
 from ..report import dominant as dominant_report
 from ..report import figures
 from .command import Command, indented_json
-from .evaluate import RunSummary, evaluate_into, format_evaluation
-from .folders import prepare_run_dir, write_run_config
+from .evaluation import RunSummary, evaluate_into, format_evaluation
+from .folders import RUN_FILES, prepare_run_dir, write_run_config
 from .options import (
     DATA_HELP,
     EVAL_VIEWS,
@@ -43,23 +38,8 @@ from .options import (
     recipe_values,
     use_fast_decode,
 )
+from .search_data import DEFAULT_DATA, describe_source, resolve_data
 
-RUN_FILES = (
-    "config.json",
-    "checkpoint.pt",
-    "checkpoint.prior.pt",
-    "pattern.safetensors",
-    "pattern.json",
-    "pattern.png",
-    "metrics.json",
-    "history.json",
-    "examples.png",
-    "loss.png",
-    "layers.json",
-    "layers.png",
-)
-DEFAULT_DATA = ("photos", "jigsaw")
-DEFAULT_EVAL = "photos-eval"
 RECIPES = ("default", "paper")
 _DOM = DominantConfig()
 
@@ -98,22 +78,18 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         choices=EVAL_VIEWS,
     )
     eps: str = option("10/255", help="L-inf budget in [0,1] pixel units (default {default})")
-    norm: str = option(_DOM.norm, help="budget norm (default {default})", choices=("linf", "l2"))
-    steps: int = option(_DOM.steps, help="search steps (default {default})")
+    norm: str = from_config(DominantConfig, "norm")
+    steps: int = from_config(DominantConfig, "steps")
     epochs: float | None = option(
         None,
         help="walk the image data this many times instead of --steps (the authors ran 10 epochs of COCO)",
         metavar="E",
     )
-    batch_size: int = option(_DOM.batch_size, help="images per step (default {default})")
-    lr: float = option(_DOM.lr, help="Adam learning rate (default {default:g})")
-    weight_decay: float = option(_DOM.weight_decay, help="Adam weight decay (default {default:g})")
-    layer: str = option(
-        _DOM.layer,
-        help="feature layer g: logits (default), a layer name, or NAME:in for a layer's input "
-        "(list names with `patternscope models --layers SPEC`)",
-    )
-    loss: str = option(_DOM.loss, help="1 - cosine (default) or KL", choices=LOSSES)
+    batch_size: int = from_config(DominantConfig, "batch_size")
+    lr: float = from_config(DominantConfig, "lr")
+    weight_decay: float = from_config(DominantConfig, "weight_decay")
+    layer: str = from_config(DominantConfig, "layer")
+    loss: str = from_config(DominantConfig, "loss")
     recipe: str = option(
         "default",
         help="default: the paper's loss plus a pull towards the pattern's own class (measured best); "
@@ -126,22 +102,11 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         f"{_DOM.dominance:g}; 0 with --recipe paper)",
         metavar="W",
     )
-    prior_share: float = option(
-        _DOM.prior_share,
-        help="share of the steps spent first on PSP-UAP's data-free objective, the rest on this recipe from its "
-        "pattern (default {default:g}: none; ignored with --norm l2)",
-        metavar="S",
-    )
-    clip_during_search: bool = option(
-        _DOM.clip_during_search,
-        help="clip x+δ to [0,1] during the search (the paper does not; evaluation always clips)",
-    )
-    keep: str = option(_DOM.keep, help="save the last δ (default) or the best window's δ", choices=("last", "best"))
-    patience: int | None = option(
-        _DOM.patience,
-        help=f"stop early after this many {_DOM.window}-step windows without improvement (default: never)",
-    )
-    seed: int = option(_DOM.seed, help="seed for batches and augmentation (default {default})")
+    prior_share: float = from_config(DominantConfig, "prior_share")
+    clip_during_search: bool = from_config(DominantConfig, "clip_during_search")
+    keep: str = from_config(DominantConfig, "keep")
+    patience: int | None = from_config(DominantConfig, "patience")
+    seed: int = from_config(DominantConfig, "seed")
     amp: str = option("off", help="mixed precision (default {default})", choices=("off", "bf16", "fp16"))
     channels_last: bool = option(False, help="NHWC memory layout (faster convolutions on GPUs)")
     checkpoint_every: int = option(25, help="steps between checkpoints (default {default})")
@@ -153,8 +118,6 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
         """The validated method settings of ``--recipe`` (budget parsed, crop scale and amp converted)."""
         if self.recipe not in RECIPES:
             raise PatternError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        if not self.weight_decay >= 0:  # Adam's own ValueError would be a traceback
-            raise PatternError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         kind = PaperDominantConfig if self.recipe == "paper" else DominantConfig
         config = config_from(
             kind,
@@ -167,27 +130,6 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
             },
         )
         return config.validate()
-
-
-def resolve_data(
-    data: list[str], eval_data: str | None, holdout: float = 0.2, seed: int = 0
-) -> tuple[list[ImageSet | str], ImageSet]:
-    """Search sources and a disjoint evaluation set for ``--data`` / ``--eval-data``.
-
-    Without ``eval_data``: the bundled ``photos-eval`` when the search data are bundled or generated,
-    else a ``holdout`` share of the first image folder.
-    """
-    train = training_sources(data)
-    if eval_data is not None:
-        evaluation = open_images(eval_data)
-    else:
-        image_sets = [s for s in train if isinstance(s, ImageSet)]
-        only_bundled = all(str(s) in BUNDLED_NAMES + PROXY_NAMES for s in data)
-        if only_bundled or not image_sets:
-            evaluation = open_images(DEFAULT_EVAL)
-        else:  # hold part of the user's first image set out for evaluation
-            evaluation = image_sets[0]
-    return disjoint_eval_set(train, evaluation, holdout=holdout, seed=seed)
 
 
 def find_dominant_run(
@@ -268,10 +210,6 @@ def find_dominant_run(
         progress=progress,
     )
     return summary
-
-
-def describe_source(source: ImageSet | str) -> str:
-    return source if isinstance(source, str) else source.description
 
 
 def _check_same_options(path: Path, opts: FindOptions) -> None:

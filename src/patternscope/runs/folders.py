@@ -26,6 +26,21 @@ from .lock import LOCK_FILE, holds, lock_run_dir, release_run_lock
 
 CONFIG_JSON = "config.json"
 MIN_FREE_BYTES = 50 * 2**20
+# what a pattern run folder (find dominant) holds: a folder holding any of them holds a run
+RUN_FILES = (
+    "config.json",
+    "checkpoint.pt",
+    "checkpoint.prior.pt",
+    "pattern.safetensors",
+    "pattern.json",
+    "pattern.png",
+    "metrics.json",
+    "history.json",
+    "examples.png",
+    "loss.png",
+    "layers.json",
+    "layers.png",
+)
 
 
 def prepare_run_dir(

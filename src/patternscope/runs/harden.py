@@ -30,10 +30,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
-from ..analyses.hardening import OBJECTIVES, HardenConfig, HardenEpoch, HardenResult, harden_model
+from ..analyses.comparison import DEFAULT_BUDGET, MethodFailed
+from ..analyses.hardening import HardenConfig, HardenEpoch, HardenResult, harden_model
 from ..core.atomic import write_atomic, write_json
 from ..core.classifier import Classifier
-from ..core.configs import config_from
+from ..core.configs import config_from, from_config
 from ..core.metrics import evaluate_pattern
 from ..core.patterns import ClasswisePattern, Pattern, parse_eps
 from ..core.run_id import run_metadata
@@ -43,9 +44,9 @@ from ..errors import DataError, PatternError, RunDirError
 from ..methods import LABEL_FREE_METHODS, get_recipe
 from ..report import figures
 from ..report import harden as harden_report
+from .classwise_run import ClasswiseOptions, find_classwise_run
 from .command import Command, indented_json
-from .compare import DEFAULT_BUDGET, CompareOptions, MethodFailed, compare_methods
-from .find_classwise import ClasswiseOptions, find_classwise_run
+from .compare_run import CompareOptions, compare_methods
 from .folders import prepare_run_dir, write_run_config
 from .labelled import model_and_labelled_data
 from .options import (
@@ -70,18 +71,16 @@ class HardenOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     out: str = option("runs/harden", help="folder to write (created if missing)", metavar="DIR", required=True)
     data: str = option("", help=LABELLED_HELP, metavar="SOURCE", required=True)
     eps: str = option("10/255", help="budget of the training patterns (default {default})")
-    norm: str = option(_H.norm, help="budget norm (default {default})", choices=("linf", "l2"))
-    epochs: int = option(_H.epochs, help="passes over the training images (default {default})")
-    lr: float = option(_H.lr, help="Adam learning rate of the model (default {default})")
-    batch_size: int = option(_H.batch_size, help="images per step (default {default})")
-    delta_steps: int = option(_H.delta_steps, help="pattern ascent steps per batch (default {default})")
-    delta_step: float | None = option(_H.delta_step, help="size of one pattern step (default eps/4)")
-    pool: int = option(_H.pool, help="universal patterns trained in turn (default {default})")
-    clean_weight: float = option(_H.clean_weight, help="weight of the clean images' loss, in [0,1) (default {default})")
-    loss_clamp: float | None = option(_H.loss_clamp, help="cap on each image's loss in the pattern step (default none)")
-    max_accuracy_drop: float = option(
-        _H.max_accuracy_drop, help="largest allowed fall of held-out clean accuracy, absolute (default {default})"
-    )
+    norm: str = from_config(HardenConfig, "norm")
+    epochs: int = from_config(HardenConfig, "epochs")
+    lr: float = from_config(HardenConfig, "lr")
+    batch_size: int = from_config(HardenConfig, "batch_size")
+    delta_steps: int = from_config(HardenConfig, "delta_steps")
+    delta_step: float | None = from_config(HardenConfig, "delta_step")
+    pool: int = from_config(HardenConfig, "pool")
+    clean_weight: float = from_config(HardenConfig, "clean_weight")
+    loss_clamp: float | None = from_config(HardenConfig, "loss_clamp")
+    max_accuracy_drop: float = from_config(HardenConfig, "max_accuracy_drop")
     holdout: float = option(0.3, help="share of each class held out (default {default})")
     methods: list[str] = option(
         factory=lambda: list(LABEL_FREE_METHODS),
@@ -94,15 +93,10 @@ class HardenOptions(LabelledDataOptions, ModelOptions, OutputFolder):
         2,
         help="searches per method and model, seeds --seed, --seed+1, ...; the strongest counts (default {default})",
     )
-    objective: str = option(
-        _H.objective,
-        help="what the training patterns maximise: the model's cross-entropy, the dominant-pattern objective, "
-        "or both in turn (default {default})",
-        choices=OBJECTIVES,
-    )
+    objective: str = from_config(HardenConfig, "objective")
     classwise: bool = option(True, help="skip the class-wise galleries", name="--no-classwise")
     classwise_steps: int = option(300, help="steps per class-wise pattern (default {default})")
-    seed: int = option(_H.seed, help="seed (default {default})")
+    seed: int = from_config(HardenConfig, "seed")
     checkpoint_every: int = option(50, help="batches between hardening checkpoints (default {default})")
     resume: bool = option(False, help="continue an interrupted run in --out")
     overwrite: bool = option(False, help="replace a run already in --out")
@@ -275,9 +269,9 @@ def _hardened(
         model,
         x,
         y,
-        hx,
-        hy,
-        config,
+        held_images=hx,
+        held_labels=hy,
+        config=config,
         checkpoint=checkpoint,
         checkpoint_every=opts.checkpoint_every,
         resume=opts.resume,

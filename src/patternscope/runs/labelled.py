@@ -10,7 +10,7 @@ from ..core.classifier import Classifier
 from ..core.models import resolve_device
 from ..data.labelled import LabelledImages, open_labelled
 from ..errors import DataError
-from .find_dominant import RUN_FILES
+from .folders import RUN_FILES
 from .options import load_options_model, parse_model_kwargs
 
 # a folder holding any of these holds a class-wise or scan run (or another run: RUN_FILES)

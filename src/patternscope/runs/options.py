@@ -15,22 +15,22 @@ options, then its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
 from ..core.classifier import Classifier
+from ..core.configs import Flag, comma_list, comma_text, field_default, flag_of, option
 from ..core.models import BUNDLED, DEFAULT_MODEL, load_model
 from ..data.bank import DEFAULT_CACHE_MB
 from ..data.image_set import ImageSet
+from ..data.images import EVAL_VIEWS
 from ..data.labelled import BUILTIN_LABELLED
 from ..data.photos import BUNDLED_NAMES
 from ..data.proxies import PROXY_NAMES
 from ..errors import DataError, ModelSpecError
-
-KEEP: Any = object()  # Flag.cli_default: keep the field's own default on the command line
 
 DATA_HELP = (
     "a folder of images, an ImageFolder tree (one sub-folder per class), an image file, "
@@ -40,68 +40,6 @@ LABELLED_HELP = (
     "labelled images: an ImageFolder tree (one sub-folder per class; any size or channel count, resized "
     f"whole to the model's input) or a built-in set: {', '.join(BUILTIN_LABELLED)} (its test split)"
 )
-EVAL_VIEWS = (1, 2, 5, 10)
-
-
-@dataclass(frozen=True)
-class Flag:
-    """How one options field appears on the command line.
-
-    Attributes:
-        help: the help text; ``{default}`` / ``{default:g}`` are replaced by the default.
-        name: the long option (default ``--field-name``); ``positional`` makes it a positional argument.
-        dest: the argparse destination when it differs from the field name (kept for config files).
-        metavar, choices, required: as in argparse.
-        repeat: the flag may be given several times (a list).
-        many: the flag takes one or more values (``nargs="+"``).
-        parse: turns the command-line value into the field's value (e.g. ``"a,b"`` -> ``["a", "b"]``).
-        text: turns the field's default into its command-line form (e.g. ``",".join``).
-        cli_default: the argparse default when it is not the field's (e.g. None for a repeatable flag).
-        exclusive: a name shared by flags of which at most one may be given (``exclusive_required``:
-            exactly one).
-        flags_before: further flags (aliases writing to another ``dest``) placed just before this one.
-    """
-
-    help: str
-    name: str | None = None
-    dest: str | None = None
-    metavar: str | None = None
-    choices: tuple[Any, ...] | None = None
-    required: bool = False
-    positional: bool = False
-    repeat: bool = False
-    many: bool = False
-    parse: Callable[[Any], Any] | None = None
-    text: Callable[[Any], Any] | None = None
-    cli_default: Any = KEEP
-    exclusive: str | None = None
-    exclusive_required: bool = False
-    flags_before: tuple[Flag, ...] = ()
-
-
-def option(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, help: str, **flag: Any) -> Any:
-    """A dataclass field with a command-line flag: ``option(300, help="search steps (default {default})")``.
-
-    ``factory`` makes mutable defaults (lists); the remaining keywords are :class:`Flag`'s.
-    """
-    meta = {"flag": Flag(help=help, **flag)}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def flag_of(f: Any) -> Flag | None:
-    """The :class:`Flag` of a dataclass field, or None for an API-only setting."""
-    return f.metadata.get("flag")
-
-
-def field_default(f: Any) -> Any:
-    """A dataclass field's default value (made fresh for mutable defaults)."""
-    if f.default is not MISSING:
-        return f.default
-    if f.default_factory is not MISSING:
-        return f.default_factory()
-    return None
 
 
 def recipe_values(opts: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,16 +72,6 @@ def options_from_values(options: type[Any], values: dict[str, Any]) -> Any:
 
 # ---------------------------------------------------------------------------------------------------
 # Parsing command-line text
-
-
-def comma_list(text: str | Sequence[str]) -> list[str]:
-    """``"a, b,,c"`` as ``["a", "b", "c"]`` (a list is returned stripped)."""
-    parts = text.split(",") if isinstance(text, str) else list(text)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def comma_text(values: Sequence[Any]) -> str:
-    return ",".join(str(v) for v in values)
 
 
 def parse_classes(text: str | Sequence[int] | None) -> list[int] | None:

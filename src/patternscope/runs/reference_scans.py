@@ -31,6 +31,7 @@ from ..data.labelled import LabelledImages
 from ..errors import DataError, RunDirError
 from .lock import lock_run_dir, release_run_lock
 from .options import load_options_model, parse_model_kwargs
+from .report_pages import one_run_id
 
 # settings a reference scan may differ in: the verdict's (not its per-class values), and the seed of its split
 FREE_IN_REFERENCES = {"rule", "fpr", "null", "threshold", "max_ratio", "seed"}
@@ -136,7 +137,14 @@ def _cached_scan(
         model = load_options_model(ref_opts, resolve_device(opts.device), parse_model_kwargs(opts.model_kwargs))
         log(f"reference {item}: scanning it once with the same settings into {folder} (kept for later runs)")
         report = scan_model(
-            model, data.images, data.labels, config, out=folder, resume=True, progress=progress, decide_verdict=False
+            model,
+            data.images,
+            data.labels,
+            config=config,
+            out=folder,
+            resume=True,
+            progress=progress,
+            decide_verdict=False,
         )
         write_json(folder / "scan.json", {**report.to_dict(), "reference_of": str(Path(item).resolve())})
         return scan_reference(report), "scanned"
@@ -148,8 +156,6 @@ def _cached_scan(
 
 def _existing_run_id(folder: Path) -> str | None:
     """The run id of an interrupted reference scan's finished classes, or None (none finished, or no id)."""
-    from .report import one_run_id
-
     try:
         return one_run_id(folder)
     except RunDirError:  # mixed ids (a damaged cache entry): start a fresh id for what is written now

@@ -7,6 +7,8 @@ A new command is one module in this package (its options dataclass, run function
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
 from . import (
     compare,
@@ -22,6 +24,7 @@ from . import (
     transfer,
 )
 from .command import Command
+from .report_pages import write_folder_report
 
 _COMMANDS: tuple[Command, ...] = (
     find_dominant.COMMAND,
@@ -36,10 +39,23 @@ _COMMANDS: tuple[Command, ...] = (
     experiment_settings.COMMAND,
     report.COMMAND,
 )
-# `report`'s description names the commands whose folders it can report on, from this table
+# `report` names the commands whose folders it can report on, and reports on them, from this table
 COMMANDS: tuple[Command, ...] = tuple(
-    replace(c, description=report.describe(_COMMANDS)) if c is report.COMMAND else c for c in _COMMANDS
+    replace(c, description=report.describe(_COMMANDS), run=partial(report.report_run, commands=_COMMANDS))
+    if c is report.COMMAND
+    else c
+    for c in _COMMANDS
 )
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` (its figures also as PNG in ``report_figures/``) into the finished run folder
+    ``run_dir``, with the page of the command that wrote it; returns its path. The report of a run made of
+    other runs (``harden``) links theirs.
+
+    A folder whose files carry different run ids (:func:`~patternscope.runs.report_pages.one_run_id`) is
+    refused with a :class:`~patternscope.errors.RunDirError`."""
+    return write_folder_report(run_dir, COMMANDS)
 
 
 def get_command(name: str) -> Command:

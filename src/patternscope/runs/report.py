@@ -1,111 +1,18 @@
-"""``patternscope report`` and :func:`write_report`: the ``report.html`` of any finished run folder.
-
-Which page a folder gets is declared by the command that wrote it (its ``report`` builder and
-``result_file`` in :mod:`patternscope.runs.registry`), so a new command's folders are reported as soon as it
-is registered. Reports are rebuilt from the folder's files: no model or data needed.
-"""
+"""``patternscope report``: the ``report.html`` of any finished run folder
+(:func:`~patternscope.runs.report_pages.write_folder_report`; from Python, :func:`patternscope.write_report`).
+The registry gives this command the commands whose folders it reports on."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.run_id import recorded_run_id
-from ..errors import RunDirError
-from ..report.page import FIGURES_DIR, REPORT_FILE, RunFolder, read_json, render
+from ..report.page import FIGURES_DIR, REPORT_FILE
 from .command import Command
-from .folders import CONFIG_JSON
 from .options import option
-
-
-def reported_commands(commands: tuple[Command, ...] | None = None) -> list[Command]:
-    """The commands (of ``commands``; default: the registry's) whose folders have a report, in order."""
-    if commands is None:
-        from .registry import COMMANDS  # the registry lists this module's command: read it when used
-
-        commands = COMMANDS
-    return [c for c in commands if c.report is not None and c.result_file is not None]
-
-
-def command_of_folder(run_dir: str | Path) -> Command:
-    """The command that wrote ``run_dir``, told apart by its result file (``config.json`` decides when a
-    folder holds the results of two, e.g. ``evaluate --out`` into another run's folder)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise RunDirError(f"{str(path)!r} is not a folder: give the run folder a patternscope command wrote")
-    commands = reported_commands()
-    found = [c for c in commands if (path / str(c.result_file)).is_file()]
-    if not found:
-        names = ", ".join(dict.fromkeys(str(c.result_file) for c in commands))
-        raise RunDirError(
-            f"{str(path)!r} holds no patternscope results (none of {names}): give a finished run folder, "
-            "or finish the run first (--resume)"
-        )
-    made_by = read_json(path / CONFIG_JSON).get("command")  # {} when there is none
-    return next((c for c in found if c.name == made_by), found[0])
-
-
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``report.html`` (its figures also as PNG in ``report_figures/``) into the finished run folder
-    ``run_dir``; returns its path. The report of a run made of other runs (``harden``) links theirs.
-
-    A folder whose files carry different run ids (:func:`one_run_id`) is refused with a
-    :class:`~patternscope.errors.RunDirError`."""
-    path = Path(run_dir)
-    command = command_of_folder(path)
-    assert command.report is not None
-    run_id = one_run_id(path)
-    return render(RunFolder(path, path / FIGURES_DIR, _subreport, run_id), command.report)
-
-
-def one_run_id(run_dir: str | Path) -> str | None:
-    """The run id every output file in ``run_dir`` and its sub-folders carries (JSON results, pattern files; see
-    :mod:`~patternscope.core.run_id`), or None when none carries one (a folder of an earlier release). Files
-    without an id are accepted beside the others; files with two different ids are refused with a
-    :class:`~patternscope.errors.RunDirError` naming one file of each (a folder holding outputs of two runs,
-    e.g. a result copied in from another run).
-
-    Sub-folders belong to the run: ``compare``'s per-method folders, ``scan``'s ``classes/`` (its reference
-    scans live in the reference cache, each a run of its own, and are only read), ``harden``'s comparisons and
-    class-wise runs."""
-    root = Path(run_dir)
-    first: tuple[Path, str] | None = None
-    for file in _result_files(root):
-        found = recorded_run_id(file)
-        if found is None:
-            continue
-        if first is None:
-            first = (file, found)
-        elif found != first[1]:
-            a, b = (str(f.relative_to(root)) for f in (first[0], file))
-            raise RunDirError(
-                f"{str(root)!r} holds the outputs of two runs: {a} is from run {first[1]}, {b} from run {found}; "
-                "rerun into a new --out (or with --overwrite) instead of mixing runs in one folder"
-            )
-    return None if first is None else first[1]
-
-
-def _result_files(root: Path) -> list[Path]:
-    """The JSON and safetensors files under ``root`` that may carry a run id, ``config.json`` first (it names
-    the run), hidden files (locks, files being written) and the report's own figures left out."""
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.suffix in (".json", ".safetensors")
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        and p.relative_to(root).parts[0] != FIGURES_DIR
-        and p.is_file()
-    ]
-    return sorted(files, key=lambda p: (p != root / CONFIG_JSON, len(p.relative_to(root).parts), str(p)))
-
-
-def _subreport(folder: Path) -> Path | None:
-    try:
-        return write_report(folder)
-    except RunDirError:
-        return None
+from .report_pages import reported_commands, write_folder_report
 
 
 @dataclass
@@ -115,11 +22,19 @@ class ReportOptions:
     run: str = option("", help="the run folder", metavar="RUN_DIR", positional=True)
 
 
-def report_run(opts: ReportOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
-    return write_report(opts.run)
+def report_run(
+    opts: ReportOptions,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    commands: Sequence[Command] = (),
+) -> Path:
+    """Write the report of the folder ``opts.run``, whose page is that of the command of ``commands`` that
+    wrote it (the registry binds its commands)."""
+    return write_folder_report(opts.run, commands)
 
 
-def describe(commands: tuple[Command, ...]) -> str:
+def describe(commands: Sequence[Command]) -> str:
     """``report``'s description, naming the commands among ``commands`` whose folders it reports on."""
     kinds = [c.name + (" --out" if not c.files else "") for c in reported_commands(commands)]
     return (

@@ -11,12 +11,12 @@ from typing import Any
 
 from ..analyses.classwise import other_classes, spread_examples
 from ..analyses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from ..analyses.scan import RULES, ScanConfig, ScanReport, check_scan_config, format_scan, scan_model
+from ..analyses.scan import ScanConfig, ScanReport, check_scan_config, format_scan, scan_model
 from ..analyses.scan_decision import class_label
 from ..core import distributed
 from ..core.atomic import write_json
 from ..core.classifier import Classifier
-from ..core.configs import config_from
+from ..core.configs import config_from, from_config
 from ..core.predict import predicted_class
 from ..data.labelled import LabelledImages, stratified_split
 from ..report import figures
@@ -24,7 +24,16 @@ from ..report import scan as scan_report
 from .command import Command
 from .folders import prepare_run_dir, share_run_id, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
-from .options import LABELLED_HELP, LabelledDataOptions, ModelOptions, OutputFolder, comma_list, option, parse_classes
+from .options import (
+    LABELLED_HELP,
+    LabelledDataOptions,
+    ModelOptions,
+    OutputFolder,
+    comma_list,
+    comma_text,
+    option,
+    parse_classes,
+)
 from .reference_scans import ReferenceRecord, check_references, reference_values
 
 _S = ScanConfig()
@@ -39,33 +48,26 @@ class ScanOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     out: str = option("scan-run", help="run folder to write (created if missing)", metavar="DIR", required=True)
     data: str = option("digits", help=f"clean {LABELLED_HELP}", metavar="SOURCE", required=True)
     classes: list[int] | None = option(
-        None, help="only these classes, comma-separated (default all)", metavar="LIST", parse=parse_classes
-    )
-    steps: int = option(_S.steps, help="search steps per class (default {default})")
-    batch_size: int = option(_S.batch_size, help="images per step (default {default})")
-    success: float = option(_S.success, help="target attack success (default {default})")
-    top_k: float = option(_S.top_k, help="fixed pattern size column (default {default})")
-    rule: str = option(
-        _S.rule,
-        help="calibrated: both signals against a null fitted to the model's own classes (or, with --reference, to "
-        "the ratios against clean reference models), at --fpr per model, any class count; mad: the first "
-        "release's rule (stamp only, --threshold and --max-ratio) (default {default})",
-        choices=RULES,
-    )
-    fpr: float = option(_S.fpr, help="false-positive rate the calibrated verdict is held to (default {default})")
-    calibration: str | None = option(
         None,
-        help="optional tightening: each signal's spread from pilot clean models instead of this model's classes "
-        "(a shipped name, fashion-mnist-pilots, or a JSON file from patternscope.calibrate); holds only for "
-        "models like the pilots",
-        metavar="NAME|FILE",
+        help="only these classes, comma-separated (default all)",
+        metavar="LIST",
+        parse=parse_classes,
+        text=comma_text,
     )
+    steps: int = from_config(ScanConfig, "steps")
+    batch_size: int = from_config(ScanConfig, "batch_size")
+    success: float = from_config(ScanConfig, "success")
+    top_k: float = from_config(ScanConfig, "top_k")
+    rule: str = from_config(ScanConfig, "rule")
+    fpr: float = from_config(ScanConfig, "fpr")
+    calibration: str | None = from_config(ScanConfig, "calibration")
     reference: list[str] | None = option(
         None,
         help="clean reference models, comma-separated: weights files for the same --model, or folders of "
         "finished scans of clean models; the verdict then compares each class with the same class in them",
         metavar="LIST",
         parse=comma_list,
+        text=comma_text,
     )
     reference_cache: str | None = option(
         None,
@@ -74,14 +76,14 @@ class ScanOptions(LabelledDataOptions, ModelOptions, OutputFolder):
         metavar="DIR",
     )
     no_additive: bool = option(not _S.additive, help="skip the additive signal (faster; misses blended triggers)")
-    additive_steps: int = option(_S.additive_steps, help="additive search steps per class (default {default})")
-    threshold: float = option(_S.threshold, help="MAD anomaly index (default {default})")
-    max_ratio: float = option(_S.max_ratio, help="flag only below this share of median k ({default})")
-    holdout: float = option(_S.holdout, help="share of each class held out ({default})")
+    additive_steps: int = from_config(ScanConfig, "additive_steps")
+    threshold: float = from_config(ScanConfig, "threshold")
+    max_ratio: float = from_config(ScanConfig, "max_ratio")
+    holdout: float = from_config(ScanConfig, "holdout")
     natural_canvas: bool = option(
         not _S.learn_canvas, help="keep the canvas colours fixed (the paper's method; weaker)"
     )
-    seed: int = option(_S.seed, help="seed for the split and batches (default {default})")
+    seed: int = from_config(ScanConfig, "seed")
     neural_cleanse: bool = option(False, help="also run Neural Cleanse on the same data")
     nc_seeds: int = option(_NC.seeds, help="Neural Cleanse runs averaged per class (default {default})")
     nc_max_epochs: int = option(_NC.max_epochs, help="Neural Cleanse epoch cap per run (default {default})")
@@ -149,7 +151,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
                 model,
                 data.images,
                 data.labels,
-                config,
+                config=config,
                 classes=mine,
                 out=out,
                 resume=opts.resume,
@@ -166,7 +168,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
         model,
         data.images,
         data.labels,
-        config,
+        config=config,
         classes=classes,
         out=out,
         resume=resume,
@@ -179,7 +181,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
         result = neural_cleanse(
             model,
             data.images[search_idx],
-            nc_config,
+            config=nc_config,
             labels=data.labels[search_idx],
             classes=opts.classes,
             progress=progress,
@@ -230,7 +232,7 @@ def _write_scan_outputs(
             f"recovered trigger of class {class_label(t, names[t])}: {p.k} px",
             cell=2.0,
         )
-        hx, hy = other_classes(data.images[held], data.labels[held], t)
+        hx, hy = other_classes(data.images[held], data.labels[held], target=t)
         show = spread_examples(hx, hy)
         before = predicted_class(model, show).tolist()
         changed = p.stamp(show)

@@ -19,7 +19,7 @@ from ..errors import PatternError, RunDirError
 from ..report import figures
 from ..report import transfer as transfer_report
 from .command import Command, indented_json
-from .evaluate import ALLOW_OVER_BUDGET_HELP, pattern_budget
+from .evaluation import ALLOW_OVER_BUDGET_HELP, pattern_budget
 from .folders import start_run
 from .lock import lock_run_dir
 from .options import EVAL_VIEWS, PipelineOptions, option, parse_model_kwargs, use_fast_decode
