@@ -51,3 +51,21 @@ def out_of_place(model):
             module.inplace = False
     mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
     return Classifier(net, mean=mean, std=std, input_size=model.input_size)
+
+
+# the kit's SmallCNN for 1 x 16 x 16 digits, loaded the way users load their own model: a spec and a state dict
+SMALL_SPEC = "patternscope.kit.nets:SmallCNN"
+SMALL_KWARGS = '{"size": 16}'
+
+
+def save_weights(net, path):
+    """``net``'s state dict as a safetensors file at ``path``; returns the path."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def small_model_args(weights_file):
+    """The command-line model options of the kit's SmallCNN with ``weights_file``, on the CPU."""
+    return ["--model", SMALL_SPEC, "--weights", str(weights_file), "--model-kwargs", SMALL_KWARGS, "--device", "cpu"]

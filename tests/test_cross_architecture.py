@@ -178,3 +178,36 @@ def test_vgg11_scan_and_harden(data):
     model = load_model(spec, "none", input_size=SIZE, model_kwargs=kwargs)
     _check_scan(model, data)
     _check_harden(model, data)
+
+
+@pytest.mark.slow
+def test_audit_on_a_vit_checkpoint(tmp_path):
+    """`patternscope audit` on a timm ViT-Tiny given as a local checkpoint (random weights): every part runs,
+    the patterns stay within the budget, and the scan covers every class."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from patternscope.cli import EXIT_OK, main
+
+    spec, kwargs = ARCHS["vit"]
+    torch.manual_seed(0)
+    net = load_model(spec, "none", input_size=SIZE, model_kwargs=kwargs).net
+    weights = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    rng = np.random.default_rng(0)
+    for i in range(90):  # 30 noise images per class
+        folder = tmp_path / "tree" / str(i % 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    out = tmp_path / "audit"
+    argv = ["audit", "--out", str(out), "--model", spec, "--weights", str(weights), "--input-size", "3,32,32"]
+    argv += ["--model-kwargs", json.dumps(kwargs), "--device", "cpu", "--data", str(tmp_path / "tree"), "--labels"]
+    assert main([*argv, "--level", "quick", "--eps", "8/255", "--search-data", "jigsaw", "--quiet"]) == EXIT_OK
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["patterns"]["dominant"] is not None and audit["backdoor"]["classes"] == 3
+    for method in ("dominant", "psp-uap"):
+        assert _within(Pattern.load(out / "patterns" / method))
+    assert (out / "report.html").is_file()

@@ -89,17 +89,21 @@ from .methods import (
 )
 
 if TYPE_CHECKING:  # run folders and reports draw figures: matplotlib is imported on first use
+    from .runs.audit_schema import AUDIT_SCHEMA
     from .runs.compare_run import compare_patterns
-    from .runs.lifecycle import run
+    from .runs.lifecycle import audit_model, run
     from .runs.registry import write_report
 
 _LAZY = {
     "compare_patterns": "compare_run",
     "run": "lifecycle",
+    "audit_model": "lifecycle",
+    "AUDIT_SCHEMA": "audit_schema",
     "write_report": "registry",
 }
 
 __all__ = [
+    "AUDIT_SCHEMA",
     "METHODS",
     "AdditiveConfig",
     "BatchStream",
@@ -148,6 +152,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "analyze_layers",
+    "audit_model",
     "best_canvases",
     "build_downstream",
     "bundled_photos",

@@ -50,10 +50,14 @@ def test_downstream_cli_trains_saves_and_reloads(tmp_path, tiny_weights, digits,
     common = ["--backbone", TINY_SPEC, "--weights", str(tiny_weights), "--task-data", str(tree)]
     common += ["--pattern", str(run), "--device", "cpu", "--epochs", "20"]
     out = tmp_path / "ds"
-    assert main(["downstream", "--out", str(out), *common, "--own-steps", "40", "--json"]) == EXIT_OK
+    assert main(["downstream", "--out", str(out), *common, "--own-steps", "40", "--json", "--tensorboard"]) == EXIT_OK
     first = json.loads(capsys.readouterr().out)["result"]
     assert first["transferred"] > 2 * first["random_sign"] and first["own"] is not None
     assert (out / "report.html").is_file() and (out / "own" / "pattern.safetensors").is_file()
+    reader = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = reader.EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("own/loss")] == list(range(1, 41))  # the own search, step by step
     # a fine-tuned downstream model loaded instead of trained gives the same numbers
     again = tmp_path / "ds2"
     argv = ["downstream", "--out", str(again), *common, "--own-steps", "0", "--quiet"]

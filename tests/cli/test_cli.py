@@ -20,6 +20,7 @@ RUN_FILES = {
     "pattern.png",
     "metrics.json",
     "history.json",
+    "history.csv",
     "examples.png",
     "loss.png",
 }
@@ -78,6 +79,11 @@ def test_find_writes_a_complete_run_folder(run_dir):
     assert pattern.delta.abs().max() <= 0.2 + 1e-6
     config = json.loads((run_dir / "config.json").read_text())
     assert config["options"]["eps"] == "0.2" and config["options"]["steps"] == 40
+    # the loss of every step, also as CSV (step 1 first), for spreadsheets and plotting tools
+    loss = json.loads((run_dir / "history.json").read_text())["loss"]
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    assert lines[0] == "step,loss" and len(lines) == len(loss) + 1 == 41
+    assert [float(line.split(",")[1]) for line in lines[1:]] == loss
 
 
 def test_existing_run_needs_resume_or_overwrite(run_dir, tiny_weights, digit_folders, capsys):

@@ -5,47 +5,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
+from helpers import small_model_args
 from PIL import Image
 
 from patternscope.cli import EXIT_OK, EXIT_USER, main
 from patternscope.core.patterns import ClasswisePattern
-
-SPEC = "patternscope.kit.nets:SmallCNN"
-KWARGS = '{"size": 16}'
-
-
-def _save_weights(net, path):
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def rgb_tree(digit_data, tmp_path_factory):
-    """Clean test digits as 32x32 RGB PNGs, one folder per class (named by index)."""
-    root = tmp_path_factory.mktemp("rgb-tree")
-    for i, (img, label) in enumerate(zip(digit_data.test_x, digit_data.test_y, strict=True)):
-        grey = Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8), mode="L").resize((32, 32))
-        folder = root / str(int(label))
-        folder.mkdir(exist_ok=True)
-        grey.convert("RGB").save(folder / f"{i:04d}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def weights(backdoored, clean_small, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("w")
-    return {
-        "backdoored": _save_weights(backdoored.net, folder / "bd.safetensors"),
-        "clean": _save_weights(clean_small.net, folder / "clean.safetensors"),
-    }
-
-
-def _model_args(weights_file):
-    return ["--model", SPEC, "--weights", str(weights_file), "--model-kwargs", KWARGS, "--device", "cpu"]
 
 
 @pytest.mark.slow
@@ -61,7 +26,7 @@ def test_scan_cli_flags_the_backdoor_and_saves_the_trigger(tmp_path, weights, rg
             "--steps",
             "200",
             "--json",
-            *_model_args(weights["backdoored"]),
+            *small_model_args(weights["backdoored"]),
         ]
     )
     assert code == EXIT_OK
@@ -87,11 +52,14 @@ def test_scan_cli_flags_the_backdoor_and_saves_the_trigger(tmp_path, weights, rg
     verified = payload["classes"][backdoored.target]["verified_stamp"]
     assert float(hit) > 0.75 and abs(float(hit) - verified) < 0.15, (float(hit), verified)
     # a second run into the same folder needs --resume (finished classes are kept) or --overwrite
-    assert main(["scan", "--out", str(out), "--data", str(rgb_tree), *_model_args(weights["backdoored"])]) == EXIT_USER
+    assert (
+        main(["scan", "--out", str(out), "--data", str(rgb_tree), *small_model_args(weights["backdoored"])])
+        == EXIT_USER
+    )
     assert "--resume" in capsys.readouterr().err
     # --overwrite with a clean model: the old trigger image must not survive the new verdict
     args = ["scan", "--out", str(out), "--data", str(rgb_tree), "--steps", "200", "--overwrite", "--quiet"]
-    assert main([*args, *_model_args(weights["clean"])]) == EXIT_OK
+    assert main([*args, *small_model_args(weights["clean"])]) == EXIT_OK
     assert not list(out.glob("trigger_class*.png"))
     assert json.loads((out / "scan.json").read_text())["flagged"] == []
 
@@ -107,7 +75,7 @@ def test_scan_cli_clean_model_verdict(tmp_path, weights, rgb_tree, capsys):
             str(rgb_tree),
             "--steps",
             "200",
-            *_model_args(weights["clean"]),
+            *small_model_args(weights["clean"]),
         ]
     )
     assert code == EXIT_OK
@@ -133,7 +101,7 @@ def test_find_classwise_one_class(tmp_path, weights, rgb_tree, capsys):
         "16",
         "--top-k",
         "0.15",
-        *_model_args(weights["clean"]),
+        *small_model_args(weights["clean"]),
     ]
     assert main(args) == EXIT_OK
     summary = json.loads((out / "classwise.json").read_text())
@@ -160,7 +128,7 @@ def test_find_classwise_all_classes_gallery(tmp_path, weights, rgb_tree):
         "--steps",
         "40",
         "--quiet",
-        *_model_args(weights["clean"]),
+        *small_model_args(weights["clean"]),
     ]
     assert main(args) == EXIT_OK
     assert (out / "gallery.png").is_file()
@@ -186,7 +154,7 @@ def test_find_classwise_user_errors(tmp_path, weights, rgb_tree, capsys, extra, 
         "--data",
         str(rgb_tree),
         *extra,
-        *_model_args(weights["clean"]),
+        *small_model_args(weights["clean"]),
     ]
     assert main(args) == EXIT_USER
     err = capsys.readouterr().err
@@ -199,7 +167,8 @@ def test_scan_needs_labelled_folders(tmp_path, weights, capsys):
     Image.new("L", (16, 16)).save(flat / "a.png")
     Image.new("L", (16, 16)).save(flat / "b.png")
     assert (
-        main(["scan", "--out", str(tmp_path / "s"), "--data", str(flat), *_model_args(weights["clean"])]) == EXIT_USER
+        main(["scan", "--out", str(tmp_path / "s"), "--data", str(flat), *small_model_args(weights["clean"])])
+        == EXIT_USER
     )
     assert "class labels" in capsys.readouterr().err
     assert not (tmp_path / "s" / "scan.json").exists()
@@ -223,7 +192,7 @@ def test_scan_cli_runs_neural_cleanse_beside_it(tmp_path, weights, rgb_tree, cap
         "--nc-max-epochs",
         "6",
         "--json",
-        *_model_args(weights["backdoored"]),
+        *small_model_args(weights["backdoored"]),
     ]
     assert main(args) == EXIT_OK
     payload = json.loads(capsys.readouterr().out)
@@ -239,7 +208,7 @@ def test_scan_cli_runs_neural_cleanse_beside_it(tmp_path, weights, rgb_tree, cap
         "--neural-cleanse",
         "--nc-seeds",
         "0",
-        *_model_args(weights["backdoored"]),
+        *small_model_args(weights["backdoored"]),
     ]
     assert main(bad) == EXIT_USER
     assert "seeds must be >= 1" in capsys.readouterr().err
@@ -254,7 +223,9 @@ def test_scan_cli_reference_mode_and_first_release_rule(tmp_path, weights, rgb_t
     out = tmp_path / "ref"
     cache = tmp_path / "cache"
     args = ["scan", "--data", str(rgb_tree), "--steps", "200", "--quiet", "--reference-cache", str(cache)]
-    code = main([*args, "--out", str(out), "--reference", str(weights["clean"]), *_model_args(weights["backdoored"])])
+    code = main(
+        [*args, "--out", str(out), "--reference", str(weights["clean"]), *small_model_args(weights["backdoored"])]
+    )
     assert code == EXIT_OK, capsys.readouterr().err
     payload = json.loads((out / "scan.json").read_text())
     assert payload["decision"]["mode"] == "reference" and payload["flagged"] == [backdoored.target]
@@ -268,27 +239,30 @@ def test_scan_cli_reference_mode_and_first_release_rule(tmp_path, weights, rgb_t
     assert first["source"] == "scanned" and (cache / reference.split("/")[-1] / "scan.json").is_file()
     reused = tmp_path / "reused"
     clean_reference = ["--reference", str(weights["clean"])]
-    code = main([*args, "--out", str(reused), *clean_reference, *_model_args(weights["backdoored"])])
+    code = main([*args, "--out", str(reused), *clean_reference, *small_model_args(weights["backdoored"])])
     assert code == EXIT_OK
     second = json.loads((reused / "scan.json").read_text())
     assert second["references"][0]["source"] == "cache" and second["references"][0]["folder"] == reference
     assert second["references"][0]["seconds"] < 0.2 * first["seconds"]  # read back, not scanned again
     assert second["decision"]["statistic"] == pytest.approx(payload["decision"]["statistic"])
     again = tmp_path / "again"
-    code = main([*args, "--out", str(again), "--reference", reference, *_model_args(weights["backdoored"])])
+    code = main([*args, "--out", str(again), "--reference", reference, *small_model_args(weights["backdoored"])])
     assert code == EXIT_OK
     assert json.loads((again / "scan.json").read_text())["decision"]["statistic"] == pytest.approx(
         payload["decision"]["statistic"]
     )
     old = tmp_path / "old"
-    assert main([*args, "--out", str(old), "--rule", "mad", "--no-additive", *_model_args(weights["backdoored"])]) == 0
+    assert (
+        main([*args, "--out", str(old), "--rule", "mad", "--no-additive", *small_model_args(weights["backdoored"])])
+        == 0
+    )
     old_payload = json.loads((old / "scan.json").read_text())
     assert old_payload["decision"] is None and old_payload["flagged"] == [backdoored.target]
     assert old_payload["classes"][0]["smallest_l2"] is None
 
 
 def test_scan_cli_refuses_a_bad_reference(tmp_path, weights, rgb_tree, capsys):
-    args = ["scan", "--out", str(tmp_path / "s"), "--data", str(rgb_tree), *_model_args(weights["clean"])]
+    args = ["scan", "--out", str(tmp_path / "s"), "--data", str(rgb_tree), *small_model_args(weights["clean"])]
     assert main([*args, "--reference", str(tmp_path / "nowhere.safetensors")]) == EXIT_USER
     err = capsys.readouterr().err
     assert "neither a weights file nor a finished scan folder" in err and "Traceback" not in err

@@ -31,6 +31,7 @@ from ..data.bank import Images, take
 from ..data.labelled import seeded_sample
 from ..data.stream import epoch_batches
 from ..errors import DataError, PatternError
+from ..methods.find import StepMonitor
 
 GRID_RATIO = 1.5  # the geometric step of the sizes smallest_k tries before bisecting
 
@@ -192,6 +193,7 @@ def find_classwise_pattern(
     checkpoint: Path | None = None,
     resume: bool = False,
     desc: str | None = None,
+    monitor: StepMonitor | None = None,
 ) -> ClasswiseResult:
     """Search the class-wise pattern of ``target`` (Zhao et al. 2021).
 
@@ -207,25 +209,12 @@ def find_classwise_pattern(
         checkpoint: a checkpoint file for exact resume; ``resume`` continues from it.
         resume: continue from ``checkpoint`` when it exists.
         desc: the progress bar's label.
+        monitor: called after every step with ``(step, loss, lr, image)``, ``image`` the soft mask times the
+            canvas (C x H x W in [0,1]): what the pattern stamps, e.g. for TensorBoard.
     """
     cfg = (config or ClasswiseConfig()).validate()
     model = on_device(model, device)
-    if not 0 <= target < model.num_classes:
-        raise DataError(
-            f"class {target} is out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})"
-        )
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise DataError(f"no search images of classes other than {target}")
-    if cfg.batch_size > images.shape[0]:
-        raise DataError(
-            f"batch size {cfg.batch_size} is larger than the {images.shape[0]} search images of classes "
-            f"other than {target}; use --batch-size {images.shape[0]} or less, or give more images"
-        )
-    if tuple(canvas.shape) != tuple(model.input_size) or tuple(images.shape[1:]) != tuple(model.input_size):
-        raise DataError(
-            f"images are {tuple(images.shape[1:])} and the canvas {tuple(canvas.shape)}, "
-            f"but the model takes {tuple(model.input_size)}"
-        )
+    _check_inputs(model, images, target, canvas, cfg)
     device = model.device
     param = MaskCanvasParam(canvas, cfg.mask_init, cfg.learn_canvas, device)
     steps = cfg.search_steps(images.shape[0])
@@ -244,12 +233,21 @@ def find_classwise_pattern(
         desc=desc or f"class {target}",
     )
     identity = {"method": "classwise", "target": target, **{k: v for k, v in asdict(cfg).items() if k != "steps"}}
+    on_step = None
+    if monitor is not None:
+        watch = monitor
+
+        def on_step(step: int, loss: float) -> None:  # the step just done, counted from 1
+            with torch.no_grad():
+                watch(step, loss, search_cfg.lr_at(step - 1), (param.mask * param.canvas).detach())
+
     result = run_search(
         param,
         classwise_loss(model, param, target, cfg.alpha),
         epoch_batches(images.cpu(), cfg.seed),
         search_cfg,
         identity=identity,
+        on_step=on_step,
     )
     # The final tensors, not the best window's: the mask-size term keeps shrinking the mask to the end.
     soft = param.mask.detach().cpu()
@@ -259,6 +257,26 @@ def find_classwise_pattern(
     meta = {"model": model.spec, "weights": model.weights, "learn_canvas": cfg.learn_canvas, "config": asdict(cfg)}
     pattern = ClasswisePattern(target, top_k_mask(soft, k, tie_key), colours, soft, meta, tie_key)
     return ClasswiseResult(pattern, canvas.detach().cpu(), result, steps)
+
+
+def _check_inputs(model: Classifier, images: Images, target: int, canvas: torch.Tensor, cfg: ClasswiseConfig) -> None:
+    """Refuse a class, search images or a canvas that do not fit ``model`` or ``cfg``, naming the problem."""
+    if not 0 <= target < model.num_classes:
+        raise DataError(
+            f"class {target} is out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})"
+        )
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise DataError(f"no search images of classes other than {target}")
+    if cfg.batch_size > images.shape[0]:
+        raise DataError(
+            f"batch size {cfg.batch_size} is larger than the {images.shape[0]} search images of classes "
+            f"other than {target}; use --batch-size {images.shape[0]} or less, or give more images"
+        )
+    if tuple(canvas.shape) != tuple(model.input_size) or tuple(images.shape[1:]) != tuple(model.input_size):
+        raise DataError(
+            f"images are {tuple(images.shape[1:])} and the canvas {tuple(canvas.shape)}, "
+            f"but the model takes {tuple(model.input_size)}"
+        )
 
 
 def last_gradient_key(

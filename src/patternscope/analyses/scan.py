@@ -41,6 +41,7 @@ from ..data.bank import Images
 from ..data.images import resize_to
 from ..data.labelled import seeded_sample, stratified_split
 from ..errors import DataError, RunDirError
+from ..methods.find import StepMonitor
 from .additive import AdditiveConfig, find_additive_pattern, smallest_norm, success_at_scale
 from .anomaly import anomaly_indices, median
 from .classwise import (
@@ -380,6 +381,7 @@ def scan_model(
     check_config: bool = True,
     decide_verdict: bool = True,
     reference: dict[str, list[float]] | None = None,
+    monitor: Callable[[int], StepMonitor] | None = None,
 ) -> ScanReport:
     """Scan ``model`` for backdoors with labelled clean images (N x C x H x W in [0,1], labels N; a tensor
     or an :class:`~patternscope.data.bank.ImageBank` of files, read batch by batch).
@@ -389,7 +391,8 @@ def scan_model(
     and ``decide_verdict=False`` only searches ``classes`` (no verdict): how the ranks of a class-parallel
     scan share the classes before rank 0 decides over all of them. ``reference`` (per signal, one value per
     class: :func:`scan_reference` of clean models' scans, combined by :func:`combine_references`) switches
-    the calibrated rule to reference mode.
+    the calibrated rule to reference mode. ``monitor(target)`` gives the step monitor of a class's class-wise
+    search (see :func:`~patternscope.analyses.classwise.find_classwise_pattern`), e.g. for TensorBoard.
     """
     from tqdm.auto import tqdm
 
@@ -414,7 +417,7 @@ def scan_model(
             if saved_additive is not None:
                 additive[t] = saved_additive
             continue
-        found = _scan_class(model, t, data, canvases, cfg)
+        found = _scan_class(model, t, data, canvases, cfg, monitor)
         row, pattern, delta = found.row, found.pattern, found.delta
         if folder is not None:
             pattern.save(folder)
@@ -551,7 +554,14 @@ class _ClassScan:
     power: PredictivePower
 
 
-def _scan_class(model: Classifier, t: int, data: _ScanImages, canvases: torch.Tensor, cfg: ScanConfig) -> _ClassScan:
+def _scan_class(
+    model: Classifier,
+    t: int,
+    data: _ScanImages,
+    canvases: torch.Tensor,
+    cfg: ScanConfig,
+    monitor: Callable[[int], StepMonitor] | None = None,
+) -> _ClassScan:
     """Search class ``t``'s stamp (on its canvas among the search images, ``canvases[t]``) and additive pattern,
     and measure both on the held-out images of the other classes."""
     t0 = time.perf_counter()
@@ -562,7 +572,13 @@ def _scan_class(model: Classifier, t: int, data: _ScanImages, canvases: torch.Te
     ox, _ = other_classes(data.sx, data.sy, target=t)
     ox = ox[seeded_sample(len(ox), cfg.max_search_images, cfg.seed + t)]
     found = find_classwise_pattern(
-        model, ox, target=t, canvas=data.sx[canvas_i], config=cfg.classwise(), progress=False
+        model,
+        ox,
+        target=t,
+        canvas=data.sx[canvas_i],
+        config=cfg.classwise(),
+        progress=False,
+        monitor=monitor(t) if monitor is not None else None,
     )
     hx, hy = other_classes(data.ex, data.ey, target=t)
     keep = seeded_sample(len(hx), cfg.max_eval_images, cfg.seed + 1000 + t)

@@ -6,11 +6,11 @@ files (:mod:`~patternscope.cli.config_files`), hands the options to the run life
 (:func:`patternscope.runs.lifecycle.execute`: folder lock, ``config.toml``, ``report.html``, clean-up after a
 user error; the same for :func:`patternscope.run`), and prints the result as text or JSON.
 
-Exit codes: 0 success; 2 a user mistake (bad option, spec, file or data; the message says what to
-fix); 130 interrupted with Ctrl-C (a checkpoint is saved; rerun with ``--resume``); 75 under ``torchrun``,
-another process of the group died or stopped answering (rerun the same command with ``--resume``); 1 an unexpected
-internal error (a bug: please report it with the traceback), or a method of a comparison failed (the
-others' results are saved).
+Exit codes: 0 success; 2 a user mistake (bad option, spec, file or data; the message says what to fix); 130
+interrupted with Ctrl-C (a checkpoint is saved; rerun with ``--resume``); 75 under ``torchrun``, another process
+of the group died or stopped answering (rerun the same command with ``--resume``); 1 an unexpected internal
+error (a bug: please report it with the traceback), a method of a comparison failed (the others' results are
+saved), or, for ``audit --fail-on``, a listed finding holds (the audit itself finished and is saved).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         warnings.formatwarning = lambda msg, cat, *a, **k: f"patternscope: warning: {msg}\n"
     try:
-        execute(
+        result = execute(
             command,
             options,
             progress=not (args.quiet or args.json),
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_report=lambda path: None if (args.quiet or args.json) else print(f"report: {path}", file=sys.stderr),
             warn=lambda msg: print(f"patternscope: warning: {msg}", file=sys.stderr),
         )
-        return EXIT_OK
+        return command.exit_code(result) if result is not None and command.exit_code is not None else EXIT_OK
     except MethodFailed:  # a method crashed: not the user's mistake, but the others finished
         return EXIT_INTERNAL
     except LostProcessError:

@@ -30,7 +30,8 @@ DESCRIPTION = (
 EPILOG = (
     "Exit codes: 0 ok, 2 user error (message says what to fix), 130 interrupted (resume with "
     "--resume), 75 under torchrun another process died or hung (resume with --resume), 1 internal error "
-    "(or a method of a comparison failed; the others' results are saved)."
+    "(or a method of a comparison failed; the others' results are saved), or, for audit --fail-on, a listed "
+    "finding holds."
 )
 
 

@@ -35,6 +35,9 @@ from .recipe import (
 )
 from .registry import METHODS, get_recipe
 
+# (step, loss, lr, delta) after every step of a search; see find_pattern's ``monitor``
+StepMonitor = Callable[[int, float, float, torch.Tensor], None]
+
 
 def recipe_for(method: str | None, config: UAPConfig | None) -> Recipe:
     """The recipe named ``method``; without a name, the one whose settings class ``config`` is (dominant
@@ -64,6 +67,7 @@ def find_pattern(
     progress: bool = True,
     workers: int | None = None,
     epochs: float | None = None,
+    monitor: StepMonitor | None = None,
     **overrides: Any,
 ) -> SearchOutcome:
     """Search a universal pattern for ``model`` with any method (label-free unless the method's settings
@@ -90,6 +94,9 @@ def find_pattern(
             0 on the CPU); the pattern is the same for any number.
         epochs: walk the image data this many times (replaces ``steps``; see
             :meth:`~patternscope.data.stream.BatchStream.steps_for_epochs`).
+        monitor: called after every step with ``(step, loss, lr, delta)`` (steps count from 1 over the whole
+            search, a first stage included; ``delta`` is the live pattern tensor: copy what you keep), e.g. to
+            log the search to TensorBoard.
 
     Returns:
         The pattern (``.pattern``, budget ``eps`` in [0,1] pixel units), the best window's pattern
@@ -121,7 +128,7 @@ def find_pattern(
         config.steps = stream.steps_for_epochs(epochs, config.batch_size)
         if stage is not None:  # the epochs are the method's own stage's; the first stage comes on top, in its share
             config.steps += max(1, round(config.steps * stage.share / (1 - stage.share)))
-    run = _Run(dev, checkpoint, checkpoint_every, resume, progress, workers, budget)
+    run = _Run(dev, checkpoint, checkpoint_every, resume, progress, workers, budget, monitor)
     first = stage_steps(stage, config.steps)
     if stage is not None and first:
         return _search_in_stages(recipe, config, stage, first, model, stream, run)
@@ -139,6 +146,7 @@ class _Run:
     progress: bool
     workers: int | None
     budget: float | None
+    monitor: StepMonitor | None = None
 
 
 def _search_in_stages(
@@ -159,7 +167,8 @@ def _search_in_stages(
         stage_run = replace(run, checkpoint=stage_ckpt, budget=None)
         before = _search(stage.recipe, stage.config(first), model, None, stage_run)
     start = before.pattern.delta if before is not None else None
-    outcome = _search(recipe, second, model, stream, replace(run, budget=None), start=start)
+    shifted = _shifted(run.monitor, first)  # the second stage's steps continue the first's
+    outcome = _search(recipe, second, model, stream, replace(run, budget=None, monitor=shifted), start=start)
     record: dict[str, Any] = {"method": stage.recipe.name, "steps": first, "share": stage.share}
     if before is not None:
         record.update(seconds=round(before.result.seconds, 3), passes=before.result.passes)
@@ -221,13 +230,27 @@ def _search(
     settings = {k: v for k, v in asdict(config).items() if k not in ("eps", "norm")}
     identity = {"method": recipe.name, "model": model.spec, "eps": config.eps, "norm": config.norm, "data": data_text}
     identity["settings"] = {k: v for k, v in settings.items() if k not in ("steps", "patience", "keep")}
-    result = run_search(param, objective, batches, loop, identity=identity, meter=model.passes.cost)
+    on_step = None
+    if run.monitor is not None:
+        watch = run.monitor
+
+        def on_step(step: int, loss: float) -> None:  # the step just done, counted from 1
+            watch(step, loss, loop.lr_at(step - 1), param.delta)
+
+    result = run_search(param, objective, batches, loop, identity=identity, on_step=on_step, meter=model.passes.cost)
     meta = _meta(recipe, config, model, stream, result, budget, settings, data_text)
     last = Pattern(param.delta.detach().cpu(), config.eps, config.norm, {**meta, "kept": "last"})
     best = Pattern(
         result.best_tensors["delta"], config.eps, config.norm, {**meta, "kept": "best", "best_step": result.best_step}
     )
     return SearchOutcome(pattern=best if config.keep == "best" else last, result=result, best=best)
+
+
+def _shifted(monitor: StepMonitor | None, offset: int) -> StepMonitor | None:
+    if monitor is None:
+        return None
+    inner = monitor
+    return lambda step, loss, lr, delta: inner(step + offset, loss, lr, delta)
 
 
 def _batches(recipe: Recipe, config: UAPConfig, model: Classifier, stream: Any) -> Callable[[int, int], Batch]:

@@ -37,6 +37,7 @@ from ..report import figures
 from .folders import prepare_run_dir, write_run_config
 from .labelled import LABELLED_RUN_FILES, LABELLED_STALE, model_and_labelled_data
 from .options import LABELLED_HELP, LabelledDataOptions, ModelOptions, OutputFolder, option
+from .tensorboard_log import TENSORBOARD_HELP, TensorBoardLog, check_tensorboard
 
 COMMAND_NAME = "find classwise"  # what its config.json names
 _C = ClasswiseConfig()
@@ -78,6 +79,7 @@ class ClasswiseOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     seed: int = from_config(ClasswiseConfig, "seed")
     resume: bool = option(False, help="keep finished classes, continue the rest")
     overwrite: bool = option(False, help="replace a run already in --out")
+    tensorboard: bool = option(False, help=TENSORBOARD_HELP)
 
     def config(self) -> ClasswiseConfig:
         """The search settings (validated)."""
@@ -97,6 +99,8 @@ def find_classwise_run(
 ) -> ClasswiseSummary:
     """``patternscope find classwise``: one class (``target``) or every class (``all_classes``)."""
     config = opts.config()  # validate settings before anything slow
+    if opts.tensorboard:
+        check_tensorboard()
     if (opts.target is None) == (not opts.all_classes):
         raise DataError("give either --class N or --all-classes")
     if opts.all_classes and opts.canvas:
@@ -121,6 +125,7 @@ def find_classwise_run(
     sx, sy = data.images[search_idx], data.labels[search_idx]
     ex, ey = data.images[held_idx], data.labels[held_idx]
     canvases = best_canvases(model, sx, sy) if canvas_image is None else torch.empty(0, dtype=torch.long)
+    board = TensorBoardLog(out) if opts.tensorboard else None
     rows, columns = [], []
     for t in targets:
         folder = out / "classes" / f"{t:03d}" if opts.all_classes else out
@@ -130,7 +135,7 @@ def find_classwise_run(
             canvas = pattern.colours if not pattern.meta.get("learn_canvas") else torch.zeros(model.input_size)
         else:
             row, pattern, canvas = _one_class(
-                model, t, sx, sy, ex, ey, canvases, canvas_image, config, opts, folder, progress
+                model, t, sx, sy, ex, ey, canvases, canvas_image, config, opts, folder, progress, board
             )
         rows.append(row)
         name = model.class_names[t]
@@ -148,6 +153,8 @@ def find_classwise_run(
             f"Class-wise patterns of {model.spec} (canvas, learned mask, pattern on grey)",
         )
     write_json(out / "classwise.json", {"model": model.describe(), "data": data.description, "classes": rows})
+    if board is not None:
+        board.close()
     return ClasswiseSummary(out, rows)
 
 
@@ -164,6 +171,7 @@ def _one_class(
     opts: ClasswiseOptions,
     folder: Path,
     progress: bool,
+    board: TensorBoardLog | None = None,
 ) -> tuple[dict[str, Any], ClasswisePattern, torch.Tensor]:
     if canvas_image is None:
         if not (sy == t).any():
@@ -183,6 +191,7 @@ def _one_class(
         progress=progress,
         checkpoint=folder / "checkpoint.pt",
         resume=opts.resume,
+        monitor=board.monitor(f"class {t}", None) if board is not None else None,
     )
     pattern = found.pattern
     pattern.meta.update({"canvas": canvas_from, "data": opts.data})
@@ -258,4 +267,6 @@ def _one_class(
         )
     write_json(folder / "classwise_row.json", row)
     (folder / "checkpoint.pt").unlink(missing_ok=True)
+    if board is not None:
+        board.metrics(f"class {t}", row, found.steps)
     return row, pattern, canvas

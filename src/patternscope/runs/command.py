@@ -43,6 +43,8 @@ class Command:
             writing anything else leaves none of them behind.
         torchrun: how it shares the work under ``torchrun``: ``data-parallel`` (each batch split over the
             processes) or ``class-parallel`` (the classes split); None: it runs as one process only.
+        exit_code: ``(result) -> int``: the exit code of a finished run (None: 0), for a command whose
+            result can be a gate (``audit --fail-on``).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Command:
     stale: tuple[str, ...] = ()
     settings_files: tuple[str, ...] = SETTINGS_FILES
     torchrun: str | None = None
+    exit_code: Callable[[Any], int] | None = None
 
 
 def indented_json(payload: Callable[[Any], Any]) -> Callable[[Any], str]:

@@ -51,7 +51,7 @@ from ..methods.recipe import (
     setting_of,
 )
 from ..report import figures
-from .evaluation import evaluate_into
+from .evaluation import evaluate_into, write_history
 from .folders import prepare_run_dir, write_run_config
 from .options import (
     DATA_HELP,
@@ -64,6 +64,7 @@ from .options import (
     use_fast_decode,
 )
 from .search_data import DEFAULT_DATA, resolve_data
+from .tensorboard_log import TENSORBOARD_HELP, TensorBoardLog, check_tensorboard
 
 
 def compare_patterns(
@@ -77,6 +78,7 @@ def compare_patterns(
     out: str | Path | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    tensorboard: TensorBoardLog | None = None,
 ) -> Comparison | None:
     """Run ``config.methods`` side by side on ``model`` and measure each pattern on ``eval_data``.
 
@@ -94,6 +96,8 @@ def compare_patterns(
             checkpoints); None keeps everything in memory.
         resume: with ``out``, keep finished methods and continue an interrupted one from its checkpoint.
         log: where progress lines go.
+        tensorboard: also log each search (loss, learning rate, the pattern) and each row's numbers there,
+            each method under its name (:class:`~patternscope.runs.tensorboard_log.TensorBoardLog`).
 
     Returns:
         The :class:`Comparison`; None on a ``torchrun`` rank other than 0. Raises :class:`MethodFailed`
@@ -143,7 +147,7 @@ def compare_patterns(
         )
         try:
             row, pattern = _run_one(
-                recipe, model, stream, method_config, config, folder, evaluation, row, resume, progress
+                recipe, model, stream, method_config, config, folder, evaluation, row, resume, progress, tensorboard
             )
             if pattern is not None:
                 patterns[name] = pattern
@@ -179,8 +183,10 @@ def _run_one(
     row: MethodRow,
     resume: bool,
     progress: bool,
+    tensorboard: TensorBoardLog | None = None,
 ) -> tuple[MethodRow, Pattern | None]:
     start = time.perf_counter()
+    board = tensorboard if distributed.current().is_main else None
     outcome = find_pattern(
         model,
         stream,
@@ -191,6 +197,7 @@ def _run_one(
         resume=resume,
         progress=progress,
         workers=config.workers,
+        monitor=board.monitor(recipe.name, method_config.eps) if board is not None else None,
     )
     seconds = time.perf_counter() - start
     if not distributed.current().is_main:  # rank 0 saves and evaluates
@@ -198,7 +205,7 @@ def _run_one(
     pattern = outcome.pattern
     if folder is not None:
         pattern.save(folder)
-        write_json(folder / "history.json", {"loss": outcome.result.history})
+        write_history(folder, outcome.result.history)
         ev = evaluate_into(
             folder,
             model,
@@ -237,6 +244,9 @@ def _run_one(
     row.steps = outcome.result.steps_done
     if folder is not None:
         write_json(folder / "row.json", asdict(row))
+    if board is not None:
+        board.pattern(recipe.name, pattern.delta, pattern.eps, row.steps)
+        board.metrics(recipe.name, asdict(row), row.steps)
     return row, pattern
 
 
@@ -330,6 +340,7 @@ class CompareOptions(PipelineOptions, ModelOptions, _MethodsFirst):
     eval_views: int = from_config(CompareConfig, "eval_views")
     resume: bool = option(False, help="keep finished methods, continue an interrupted one")
     overwrite: bool = option(False, help="replace a comparison already in --out")
+    tensorboard: bool = option(False, help=TENSORBOARD_HELP)
     eval_batch_size: int = 64
 
     def config(self) -> CompareConfig:
@@ -361,6 +372,8 @@ def compare_methods(
         log = log if ctx.is_main else (lambda _msg: None)
         progress = progress and ctx.is_main
     config = opts.config()
+    if opts.tensorboard:
+        check_tensorboard()
     configs = config.method_configs()  # every method's settings are checked before anything slow runs
     model_kwargs = parse_model_kwargs(opts.model_kwargs)
     if sources is None:
@@ -375,9 +388,22 @@ def compare_methods(
         model = load_options_model(opts, device, model_kwargs)
     if ctx.is_main:
         write_run_config(out, COMMAND_NAME, opts)
-    return compare_patterns(
-        model, train, config, eval_data=evaluation, progress=progress, out=out, resume=opts.resume, log=log
-    )
+    board = TensorBoardLog(out) if opts.tensorboard and ctx.is_main else None
+    try:
+        return compare_patterns(
+            model,
+            train,
+            config,
+            eval_data=evaluation,
+            progress=progress,
+            out=out,
+            resume=opts.resume,
+            log=log,
+            tensorboard=board,
+        )
+    finally:
+        if board is not None:
+            board.close()
 
 
 def _prepare_compare_dir(out: Path, opts: CompareOptions) -> Path:

@@ -47,6 +47,7 @@ from .options import (
     parse_model_kwargs,
     recipe_values,
 )
+from .tensorboard_log import TensorBoardLog, check_tensorboard
 
 _D = DownstreamConfig()
 BACKBONE = Flag(
@@ -93,6 +94,9 @@ class DownstreamOptions(LabelledDataOptions, ModelOptions, OutputFolder):
         choices=("default", "paper"),
     )
     overwrite: bool = option(False, help="replace a downstream run already in --out")
+    tensorboard: bool = option(
+        False, help="also write the downstream model's own search as TensorBoard events into OUT/tensorboard"
+    )
     allow_over_budget: bool = option(False, help=ALLOW_OVER_BUDGET_HELP)
 
 
@@ -123,6 +127,8 @@ def downstream_run(
 ) -> DownstreamSummary:
     """Run ``patternscope downstream`` end to end (see the module docstring) and write ``opts.out``."""
     config = downstream_config(opts)
+    if opts.tensorboard:
+        check_tensorboard()
     if not 0 < opts.holdout < 1:
         raise PatternError(f"--holdout must be between 0 and 1, got {opts.holdout}")
     if opts.own_steps < 0:
@@ -170,6 +176,7 @@ def downstream_run(
     log(f"downstream model: train accuracy {train.train_accuracy:.3f}, test accuracy {train.test_accuracy:.3f}")
     own = None
     if opts.own_steps > 0:
+        board = TensorBoardLog(out) if opts.tensorboard else None
         found = find_pattern(
             downstream,
             x,
@@ -179,9 +186,12 @@ def downstream_run(
             steps=opts.own_steps,
             seed=opts.seed,
             progress=progress,
+            monitor=board.monitor("own", pattern.eps) if board is not None else None,
         )
         own = found.pattern
         own.save(out / "own")
+        if board is not None:
+            board.close()
     result = measure_downstream(downstream, pattern, xt, yt, own=own, seed=opts.seed)
     from safetensors.torch import save_file
 

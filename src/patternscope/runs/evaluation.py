@@ -4,6 +4,7 @@ measure a pattern (``find dominant``, ``evaluate``, ``compare``, ``downstream``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 
 from .._version import __version__
 from ..analyses.layers import DEFAULT_IMAGES, LayerAnalysis, analyze_layers
-from ..core.atomic import write_json
+from ..core.atomic import write_atomic, write_json
 from ..core.classifier import Classifier
 from ..core.metrics import Evaluation, evaluate_pattern, random_like
 from ..core.patterns import Pattern
@@ -23,6 +24,14 @@ from ..report import figures
 
 EVALUATION_FILES = ("metrics.json", "examples.png", "layers.json", "layers.png")
 ALLOW_OVER_BUDGET_HELP = "measure a pattern larger than the budget its file declares (every output says so)"
+
+
+def write_history(folder: Path, loss: Sequence[float], **extra: Any) -> None:
+    """A search's loss at every step: ``history.json`` (``{"loss": [...], **extra}``) and the same losses as
+    ``history.csv`` (``step,loss``; step 1 is the first), for spreadsheets and plotting tools; both atomic."""
+    write_json(folder / "history.json", {"loss": list(loss), **extra})
+    text = "step,loss\n" + "".join(f"{i},{float(v)!r}\n" for i, v in enumerate(loss, start=1))
+    write_atomic(folder / "history.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def pattern_budget(pattern: Pattern) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.json`` (the resolved options), ``checkpoint.pt`` (while and after the
 search; ``--resume`` continues from it), ``pattern.safetensors`` / ``pattern.json`` / ``pattern.png``,
-``metrics.json``, ``history.json``, ``examples.png`` and ``loss.png``. Every file is written atomically.
+``metrics.json``, ``history.json`` (and ``history.csv``), ``examples.png`` and ``loss.png``. Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..core import distributed
-from ..core.atomic import write_json
 from ..core.configs import config_from, from_config
 from ..core.models import resolve_device
 from ..core.patterns import parse_eps
@@ -23,7 +23,7 @@ from ..methods import DominantConfig, PaperDominantConfig, find_pattern
 from ..report import dominant as dominant_report
 from ..report import figures
 from .command import Command, indented_json
-from .evaluation import RunSummary, evaluate_into, format_evaluation
+from .evaluation import RunSummary, evaluate_into, format_evaluation, write_history
 from .folders import RUN_FILES, prepare_run_dir, write_run_config
 from .options import (
     DATA_HELP,
@@ -39,6 +39,7 @@ from .options import (
     use_fast_decode,
 )
 from .search_data import DEFAULT_DATA, describe_source, resolve_data
+from .tensorboard_log import TENSORBOARD_HELP, TensorBoardLog, check_tensorboard
 
 RECIPES = ("default", "paper")
 _DOM = DominantConfig()
@@ -110,6 +111,7 @@ class FindOptions(PipelineOptions, ModelOptions, OutputFolder):
     amp: str = option("off", help="mixed precision (default {default})", choices=("off", "bf16", "fp16"))
     channels_last: bool = option(False, help="NHWC memory layout (faster convolutions on GPUs)")
     checkpoint_every: int = option(25, help="steps between checkpoints (default {default})")
+    tensorboard: bool = option(False, help=TENSORBOARD_HELP)
     resume: bool = option(False, help="continue the run in --out from its checkpoint")
     overwrite: bool = option(False, help="replace a run already in --out")
     eval_batch_size: int = 64
@@ -155,6 +157,8 @@ def find_dominant_run(
             f"use at least {ctx.world_size}"
         )
     model_kwargs = parse_model_kwargs(opts.model_kwargs)
+    if opts.tensorboard:
+        check_tensorboard()
 
     def check_folder() -> None:
         prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite, files=RUN_FILES)
@@ -176,6 +180,7 @@ def find_dominant_run(
         f"evaluation: {evaluation.description}{parallel}"
     )
     stream = BatchStream(train, model.input_size, seed=opts.seed, crop_scale=config.crop_scale)
+    board = TensorBoardLog(out, every=opts.checkpoint_every) if opts.tensorboard and ctx.is_main else None
     outcome = distributed.run_everywhere(
         lambda: find_pattern(
             model,
@@ -187,6 +192,7 @@ def find_dominant_run(
             progress=progress,
             workers=opts.workers,
             epochs=opts.epochs,
+            monitor=board.monitor("dominant", config.eps) if board is not None else None,
         ),
         ctx,
     )
@@ -195,7 +201,7 @@ def find_dominant_run(
     pattern = outcome.pattern
     pattern.meta.update({"eval_data": evaluation.description, "device": str(device), "processes": ctx.world_size})
     pattern.save(out, extra_tensors={"delta_best": outcome.best.delta})
-    write_json(out / "history.json", {"loss": outcome.result.history, "best_step": outcome.result.best_step})
+    write_history(out, outcome.result.history, best_step=outcome.result.best_step)
     figures.loss_curve(out / "loss.png", outcome.result.history, f"dominant pattern search loss ({config.loss})")
     summary = evaluate_into(
         out,
@@ -209,6 +215,10 @@ def find_dominant_run(
         workers=opts.workers,
         progress=progress,
     )
+    if board is not None:
+        board.pattern("dominant", pattern.delta, pattern.eps, outcome.result.steps_done)
+        board.metrics("dominant", summary.headline(), outcome.result.steps_done)
+        board.close()
     return summary
 
 
@@ -219,7 +229,7 @@ def _check_same_options(path: Path, opts: FindOptions) -> None:
         return
     ignore = {"resume", "overwrite", "steps", "epochs", "device", "eval_views", "eval_batch_size", "out"}
     ignore |= {"checkpoint_every", "workers"}  # how often and how fast, not what
-    ignore |= {"channels_last"}  # layout only: the same search
+    ignore |= {"channels_last", "tensorboard"}  # layout and logging only: the same search
     now = asdict(opts)
     diff = {k: (saved.get(k), v) for k, v in now.items() if k not in ignore and saved.get(k) != v}
     if diff:

@@ -36,6 +36,7 @@ RUN_FILES = (
     "pattern.png",
     "metrics.json",
     "history.json",
+    "history.csv",
     "examples.png",
     "loss.png",
     "layers.json",

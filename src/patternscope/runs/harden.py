@@ -59,6 +59,7 @@ from .options import (
     model_fields,
     option,
 )
+from .tensorboard_log import check_tensorboard
 
 _H = HardenConfig()
 
@@ -100,6 +101,9 @@ class HardenOptions(LabelledDataOptions, ModelOptions, OutputFolder):
     checkpoint_every: int = option(50, help="batches between hardening checkpoints (default {default})")
     resume: bool = option(False, help="continue an interrupted run in --out")
     overwrite: bool = option(False, help="replace a run already in --out")
+    tensorboard: bool = option(
+        False, help="also write the before/after searches as TensorBoard events (in each comparison's folder)"
+    )
     eval_batch_size: int = 64
 
     def config(self) -> HardenConfig:
@@ -118,6 +122,8 @@ class HardenSummary:
 def harden_run(opts: HardenOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> HardenSummary:
     """Run ``patternscope harden`` end to end (see the module docstring) and write ``opts.out``."""
     config = opts.config()  # every setting is checked before anything slow runs
+    if opts.tensorboard:
+        check_tensorboard()
     if not opts.data:
         raise DataError("--data is required: labelled images (an ImageFolder tree, digits or fashion-mnist)")
     if not 0 < opts.holdout < 1:
@@ -215,6 +221,7 @@ def _compare_options(opts: HardenOptions, folder: Path, weights: str | None, see
         seed=seed,
         eval_batch_size=opts.eval_batch_size,
         resume=opts.resume,
+        tensorboard=opts.tensorboard,
     )
 
 

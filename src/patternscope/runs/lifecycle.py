@@ -225,3 +225,16 @@ def run(
         raise RunError(f"{command} has no option {', '.join(unknown)}; its options: {', '.join(sorted(known))}")
     opts = cmd.options(**options)
     return execute(cmd, opts, progress=progress, log=log or (lambda _msg: None), report=report)
+
+
+def audit_model(model: str, data: str, *, out: str, **options: Any) -> Any:
+    """``patternscope audit`` from Python (:func:`run` with ``"audit"``): the dominant pattern and the strongest
+    baseline at the same budget, their transfer to ``also=[...]`` models and, with ``labels=True``, the backdoor
+    scan and the least and most robust classes, into the folder ``out``; returns the audit (``.payload`` is
+    ``audit.json``, ``.failed`` the ``fail_on=[...]`` terms that hold, ``.exit_code`` the command's).
+
+    ``model`` is a model spec (``efficientnet_lite0``, ``torchvision:resnet18``, ``path/file.py:Class``; the
+    weights as ``weights=FILE``), ``data`` the images to measure on; ``options`` are the command's
+    (``level="quick"``, ``also=["efficientnet_lite1"]``, ``fail_on=["backdoor"]``, ...).
+    """
+    return run("audit", model=model, data=data, out=out, **options)

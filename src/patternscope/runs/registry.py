@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from . import (
+    audit,
     compare,
     downstream,
     evaluate,
@@ -37,6 +38,7 @@ _COMMANDS: tuple[Command, ...] = (
     downstream.COMMAND,
     harden.COMMAND,
     experiment_settings.COMMAND,
+    audit.COMMAND,
     report.COMMAND,
 )
 # `report` names the commands whose folders it can report on, and reports on them, from this table
