@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from ..core.patterns import Pattern, parse_eps
 from ..core.run_id import without_run_id
 from ..data.bank import image_set_of
 from ..data.image_set import ImageSet
+from ..data.labelled import LabelledImages
 from ..data.sources import open_images, training_sources
 from ..errors import DataError, PatternError
 from ..methods import METHODS, get_recipe
@@ -104,10 +105,11 @@ class Gate:
         return self.name if self.threshold is None else f"{self.name}>{self.threshold:g}"
 
 
-def parse_fail_on(text: str | None) -> list[Gate]:
-    """``--fail-on backdoor,fooling>0.8`` as gates; an unknown term is refused naming the known ones."""
+def parse_fail_on(terms: str | Sequence[str] | None) -> list[Gate]:
+    """``--fail-on backdoor,fooling>0.8`` (text or a list of terms) as gates; an unknown term is refused naming
+    the known ones."""
     gates = []
-    for term in comma_list(text or ""):
+    for term in comma_list(terms or []):
         m = re.fullmatch(r"(backdoor)|(fooling|agreement|transfer)\s*>\s*([0-9]*\.?[0-9]+)", term)
         if m is None:
             raise PatternError(
@@ -210,14 +212,15 @@ def _check(opts: AuditOptions) -> tuple[Level, list[Gate]]:
         raise PatternError(f"--level must be one of {', '.join(LEVELS)}, got {opts.level!r}")
     if opts.baseline not in METHODS or opts.baseline.startswith("dominant"):
         raise PatternError(f"--baseline must be a method other than dominant: {', '.join(sorted(METHODS))}")
-    if get_recipe(opts.baseline).labelled(get_recipe(opts.baseline).config()):
+    baseline = get_recipe(opts.baseline)
+    if baseline.labelled(baseline.config()):
         raise PatternError(f"--baseline {opts.baseline} needs labelled search data; choose a label-free method")
     if opts.shown < 0:
         raise PatternError(f"--shown must be >= 0, got {opts.shown}")
     parse_eps(opts.eps, "linf")
     if opts.tensorboard:
         check_tensorboard()
-    gates = parse_fail_on(comma_text(opts.fail_on or []))
+    gates = parse_fail_on(opts.fail_on)
     names = {g.name for g in gates}
     if "backdoor" in names and not opts.labels:
         raise PatternError("--fail-on backdoor needs the backdoor scan: give --labels with labelled --data")
@@ -234,10 +237,10 @@ def audit_run(opts: AuditOptions, *, progress: bool = True, log: Callable[[str],
     model_kwargs = parse_model_kwargs(opts.model_kwargs)
     out = prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite, files=AUDIT_FILES)
     started = time.perf_counter()
-    model, evaluation, classes = _model_and_data(opts, model_kwargs, log)
+    model, labelled, evaluation = _model_and_data(opts, model_kwargs, log)
     write_run_config(out, COMMAND_NAME, opts)
     rate = _rate(model)
-    plan = _plan(rate, level, evaluation, classes, opts)
+    plan = _plan(rate, level, evaluation, model.num_classes if labelled is not None else 0, opts)
     log(
         f"audit at level {opts.level}: {', '.join(plan)}; estimated time about {_minutes(sum(plan.values()))} "
         f"(this model runs {rate:.0f} images/s forward and backward here)"
@@ -248,7 +251,7 @@ def audit_run(opts: AuditOptions, *, progress: bool = True, log: Callable[[str],
     transfer = _transfer(opts, level, out, evaluation, model_kwargs, log) if opts.also else None
     if opts.also:
         clock.done("transfer")
-    scan = _scan(opts, level, out, progress, log) if opts.labels else None
+    scan = _scan(opts, level, out, (model, labelled), progress, log) if labelled is not None else None
     if opts.labels:
         clock.done("scan")
     payload = audit_payload(opts, level, model, evaluation, comparison, transfer, scan)
@@ -261,14 +264,14 @@ def audit_run(opts: AuditOptions, *, progress: bool = True, log: Callable[[str],
 
 def _model_and_data(
     opts: AuditOptions, model_kwargs: dict[str, Any], log: Callable[[str], None]
-) -> tuple[Classifier, ImageSet, int]:
-    """The model, the images the patterns are measured on, and how many classes the scan covers (0 without
-    labels)."""
+) -> tuple[Classifier, LabelledImages | None, ImageSet]:
+    """The model, its labelled images (with ``--labels``; the scan reads them too) and the images the patterns
+    are measured on."""
     if opts.labels:
         model, data = model_and_labelled_data(opts, log)
-        return model, image_set_of(data.images, data.labels, name=data.description), model.num_classes
+        return model, data, image_set_of(data.images, data.labels, name=data.description)
     model = load_options_model(opts, resolve_device(opts.device), model_kwargs)
-    return model, open_images(opts.data), 0
+    return model, None, open_images(opts.data)
 
 
 def _rate(model: Classifier, batch: int = 32) -> float:
@@ -286,7 +289,8 @@ def _rate(model: Classifier, batch: int = 32) -> float:
 
 
 def _plan(rate: float, level: Level, evaluation: ImageSet, classes: int, opts: AuditOptions) -> dict[str, float]:
-    """Each part's estimated seconds: its passes (forward-only images count a third) at ``rate`` images/s."""
+    """Each part's estimated seconds: its passes (forward-only images count a third) at ``rate`` images/s;
+    ``classes`` the scan covers (0: no scan)."""
     views = len(evaluation) * level.eval_views
     plan = {"patterns": (2 * level.budget + 2 * views) / rate}  # two searches; clean, both patterns, noise
     if opts.also:
@@ -392,8 +396,15 @@ def _transfer(
     return payload
 
 
-def _scan(opts: AuditOptions, level: Level, out: Path, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    """The backdoor scan on the labelled images."""
+def _scan(
+    opts: AuditOptions,
+    level: Level,
+    out: Path,
+    loaded: tuple[Classifier, LabelledImages],
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The backdoor scan on the labelled images, with the model and images already loaded."""
     folder = out / "scan"
     settings = ScanOptions(
         **model_fields(opts),
@@ -409,7 +420,7 @@ def _scan(opts: AuditOptions, level: Level, out: Path, progress: bool, log: Call
         tensorboard=opts.tensorboard,
     )
     log(f"scan: every class, {level.scan_steps} steps per class")
-    scan_run(settings, progress=progress, log=log)
+    scan_run(settings, progress=progress, log=log, loaded=loaded)
     return without_run_id(_read(folder / "scan.json"))
 
 

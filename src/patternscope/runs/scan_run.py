@@ -112,8 +112,17 @@ class ScanSummary:
     neural_cleanse: dict[str, Any] | None = None
 
 
-def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> ScanSummary | None:
+def scan_run(
+    opts: ScanOptions,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    loaded: tuple[Classifier, LabelledImages] | None = None,
+) -> ScanSummary | None:
     """``patternscope scan``: class-wise patterns of every class, anomaly test, verdict and trigger.
+
+    ``loaded`` (the model and its labelled images, as :func:`~patternscope.runs.labelled.model_and_labelled_data`
+    gives them for ``opts``) replaces loading them again: ``audit`` has them in memory already.
 
     Under torchrun the classes are split over the ranks (each writes its classes' folders), then rank 0
     gathers them from ``out/classes/``, decides and writes the outputs; the other ranks return None.
@@ -137,7 +146,7 @@ def scan_run(opts: ScanOptions, *, progress: bool = True, log: Callable[[str], N
     )
     out = Path(opts.out)
     share_run_id(out, ctx)  # every rank saves its classes' patterns into the run
-    model, data = model_and_labelled_data(opts, log)
+    model, data = loaded if loaded is not None else model_and_labelled_data(opts, log)
     if ctx.is_main:
         write_run_config(out, COMMAND_NAME, opts.run_options(), scan=asdict(config))
     classes, resume = opts.classes, opts.resume
