@@ -202,7 +202,7 @@ def test_a_killed_rank_stops_the_others_with_one_line_and_resume_is_exact(tmp_pa
     stopped_at = int(load_checkpoint(cut / "checkpoint.pt")["step"])
     assert 20 <= stopped_at < steps
     resumed = _torchrun(*_find_args(cut, tiny_weights, digit_folders, steps), *args, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, resumed.stderr[-8000:]  # every rank's last words
     # bit for bit the pattern of the same torchrun search never interrupted
     assert _torchrun(*_find_args(whole, tiny_weights, digit_folders, steps), *args).returncode == 0
     assert torch.equal(Pattern.load(cut).delta, Pattern.load(whole).delta)

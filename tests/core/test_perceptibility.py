@@ -149,3 +149,39 @@ def test_evaluation_reports_the_authors_attack_success_and_the_variant():
     # ours: of the images with the label in the clean top k (3 / 4 / 5 of them)
     assert acc["attack_success_clean_topk"] == pytest.approx({"top1": 2 / 3, "top3": 3 / 4, "top5": 3 / 5})
     assert acc["n_correct_topk"] == {"top1": 3, "top3": 4, "top5": 5}
+
+
+def test_ssim_in_small_groups_equals_ssim_of_the_whole_batch():
+    """The meter runs SSIM a few images at a time (memory); the per-image values, and so their sum, are the
+    whole batch's to the bit."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(11, 3, 40, 40, generator=gen)
+    delta = signs((3, 40, 40), seed=4) * EPS
+    meter = PerceptibilityMeter()
+    meter.update(x, delta)
+    whole = structural_similarity_index_measure(
+        (x + delta).clamp(0, 1), x, data_range=1.0, reduction="none", kernel_size=11, sigma=1.5
+    )
+    assert isinstance(whole, torch.Tensor)
+    assert meter.ssim_sum == float(whole.sum())
+    assert 0 < meter.ssim_sum < 11
+
+
+def test_the_cpu_forward_passes_take_a_few_images_at_a_time():
+    """evaluate_pattern reads 64 images at a time but runs the model on at most CPU_FORWARD_IMAGES (memory)."""
+    from patternscope.core.predict import CPU_FORWARD_IMAGES
+
+    seen = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return x.mean(dim=(2, 3)) @ torch.eye(3, 4)
+
+    model = Classifier(Counting(), mean=(0.0,), std=(1.0,), input_size=(3, 8, 8))
+    images = torch.rand(70, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    ev = evaluate_pattern(model, Pattern(signs((3, 8, 8)) * EPS, EPS, "linf"), images, batch_size=64)
+    assert ev.n_images == 70
+    assert max(seen[1:]) == CPU_FORWARD_IMAGES < 64

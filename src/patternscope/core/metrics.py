@@ -34,7 +34,7 @@ from .classifier import Classifier
 from .models import on_device
 from .patterns import Pattern
 from .perceptibility import MAX_IMAGES, PerceptibilityMeter, perceptibility
-from .predict import Predictions, predict
+from .predict import Predictions, forward_images, predict
 
 TOPK = (1, 3, 5)
 
@@ -263,14 +263,16 @@ def stream_predictions(
             assert isinstance(x, torch.Tensor)
             done = slice(got.count, got.count + n)
             for name, delta in deltas.items():
-                pred = predict(model, x, batch_size, delta)
+                pred = predict(model, x, forward_images(model, batch_size), delta)
                 got.top5[name][done] = pred.top5
                 got.confidence[name][done] = pred.confidence
+                release_free_memory()  # each forward pass's blocks, before the next pass or SSIM's are made
             got.label_buffer[done] = y
             if got.meter is not None and perceive is not None and measured is not None:
                 perceived, keep = deltas[perceive], measured[index].to(x.device)
                 if perceived is not None and bool(keep.any()):
                     got.meter.update(x[keep], perceived)
+                    release_free_memory()  # SSIM's windows, before the next batch's forward passes
             for j in range(n):
                 if got.count + j in wanted:
                     got.examples.append(x[j].float().cpu().clone())  # not a view that keeps the batch

@@ -17,6 +17,20 @@ from .classifier import Classifier
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
+CPU_FORWARD_IMAGES = 8
+"""Images per forward pass on the CPU, whatever the batch read at once. A forward pass holds a few of its
+largest activations at a time (EfficientNet-Lite0 at 224 x 224: 96 x 112 x 112 floats, 4.8 MB an image), so
+its memory grows with the images in it: 1.27 GB above the model for 64 images, 0.37 GB for 16, about 0.2 GB
+for 8. oneDNN may pick other kernels for another count, so a logit can move in its last bits (measured on
+Lite0: at most 2e-6); every metric `evaluate` reports was the same to the last digit on the bundled
+evaluation photos (1 and 10 views) and on 200 COCO-size JPEGs (``benchmarks/memory_stages.py``)."""
+
+
+def forward_images(model: Classifier, batch_size: int) -> int:
+    """Images per forward pass for ``batch_size`` read at once: at most :data:`CPU_FORWARD_IMAGES` on the
+    CPU, the whole batch on an accelerator (where the batch is what keeps it busy)."""
+    return min(batch_size, CPU_FORWARD_IMAGES) if model.device.type == "cpu" else batch_size
+
 
 @dataclass
 class Predictions:

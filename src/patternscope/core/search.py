@@ -21,9 +21,10 @@ import torch
 
 from ..data.loader import Batch, step_batches, to_device
 from ..errors import LostProcessError, RunDirError, SearchDivergedError
-from ..runtime import tune_cpu_allocator
+from ..runtime import release_free_memory, tune_cpu_allocator
 from . import distributed
 from .atomic import atomic_path
+from .lean_backward import lean_backward
 
 CHECKPOINT_FORMAT = 1
 
@@ -102,6 +103,9 @@ class SearchConfig:
             resumed search is exact.
         warmup: warm-up steps of the cosine schedule (0: none).
         lr_floor: the cosine schedule's last rate, as a share of ``lr``.
+        lean: keep only what the input gradient needs from the forward pass
+            (:func:`~patternscope.core.lean_backward.lean_backward`; the same gradients to the bit, a
+            fraction of the memory). Not part of the checkpoint's settings.
     """
 
     steps: int = 1000
@@ -128,6 +132,7 @@ class SearchConfig:
     lr_schedule: str = "constant"
     warmup: int = 0
     lr_floor: float = 0.0
+    lean: bool = True
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (not ``steps``, so runs can be extended,
@@ -263,6 +268,7 @@ def run_search(
     finally:
         bar.close()
         host_batches.close()
+        release_free_memory()  # the steps' blocks, kept for reuse while searching, are not needed after it
     return loop.result(t0, meter)
 
 
@@ -437,7 +443,10 @@ class _SearchLoop:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with (
+            lean_backward(config.lean),
+            torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None),
+        ):
             loss = objective(x)
         loss_value = float(loss.detach())
         if self.ctx.active:  # the whole batch's loss: every rank sees the same value and stops together
