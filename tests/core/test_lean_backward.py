@@ -113,12 +113,17 @@ def test_layers_with_trainable_weights_keep_their_inputs():
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
-def test_the_search_loop_finds_the_same_pattern_lean_or_not(tiny_model, digits):
+def test_the_search_loop_finds_the_same_pattern_lean_or_not(tiny_model, digits, monkeypatch):
+    import patternscope.core.search as search_module
+
+    monkeypatch.setattr(search_module, "LEAN_MIN_VALUES", 0)  # the tiny batches run lean too
+    calls = []
+    monkeypatch.setattr(lean_module, "_pack", lambda t, pack=lean_module._pack: calls.append(1) or pack(t))
     deltas = []
     for lean in (False, True):
         param, objective, stream, config = _setup(tiny_model, digits, 6, lean=lean)
         run_search(param, objective, stream.host_images, config)
         deltas.append(param.delta.detach().clone())
-    assert deltas[0].abs().sum() > 0
+    assert deltas[0].abs().sum() > 0 and calls  # it searched, and the lean run packed through the mode
     assert torch.equal(deltas[0], deltas[1])
     assert isinstance(param, AdditiveParam)
