@@ -70,9 +70,10 @@ def release_free_memory() -> None:
     """Hand the heap's free memory back to the operating system (glibc ``malloc_trim``; a no-op elsewhere).
 
     With :func:`tune_cpu_allocator`'s thresholds, a long stream of differently sized batches (evaluation
-    over thousands of images) leaves freed blocks scattered over several arenas; trimming every few
-    dozen batches keeps the resident size flat (measured: 1.7 GB after 8,500 images without, see
-    benchmarks/evaluate_scale.py) at a cost of well under a millisecond a batch.
+    over thousands of images) leaves freed blocks scattered over several arenas; trimming keeps the
+    resident size flat (measured: 1.7 GB after 8,500 images without, see benchmarks/evaluate_scale.py).
+    Evaluation trims after each forward pass and each SSIM batch, so the two do not stack up
+    (benchmarks/memory_stages.py), at a cost of well under a millisecond each.
     """
     libc = _libc() if _done else None
     if libc is None:

@@ -250,7 +250,6 @@ def stream_predictions(
     if perceive is not None:
         measured, sample = perceived_images(images, labels, views, sample_seed)
         got.meter = PerceptibilityMeter(sample=sample)
-    batches = 0
     bar = tqdm(total=expected, unit="image", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     try:
         for host, y, index, skipped in _host_batches(images, labels, model, views, batch_size, workers):
@@ -278,9 +277,6 @@ def stream_predictions(
                     got.examples.append(x[j].float().cpu().clone())  # not a view that keeps the batch
                     got.example_index.append(got.count + j)
             got.count += n
-            batches += 1
-            if batches % 16 == 0:
-                release_free_memory()
     finally:
         bar.close()
     if got.count == 0:
